@@ -1,0 +1,3 @@
+"""symgrad: symbolic backpropagation."""
+
+__version__ = "0.1.0"
