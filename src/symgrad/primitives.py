@@ -1,0 +1,238 @@
+"""The elementwise activations and per-output losses symgrad knows.
+
+Contract: every primitive is one row of a registry: its name, its forward
+form as a SymPy expression in ``x`` (activations) or ``y`` and ``t``
+(losses), and nothing else.  Derivatives are never written here: SymPy
+derives them (:func:`activation_derivative`, :func:`loss_derivative`) and
+:func:`in_forward_terms` rewrites a derivative in terms of the forward value
+``a = f(x)`` where that is cheaper, so the backward pass reuses what the
+forward pass computed (``sigmoid' = a (1 - a)``, ``tanh' = 1 - a**2``).
+
+Vector-valued activations (softmax) are marked; their Jacobian is not
+diagonal and the derivation treats them separately.  A name that is not in
+the registry raises :class:`UnknownPrimitive`, which names the nearest one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import sympy as sp
+
+x = sp.Symbol("x", real=True)
+a = sp.Symbol("a", real=True)
+y = sp.Symbol("y", real=True)
+t = sp.Symbol("t", real=True)
+
+
+class UnknownPrimitive(KeyError):
+    """An activation or loss name that symgrad does not know."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        self.message = f"unknown {kind} '{name}'{suggestion} (known: {', '.join(known)})"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ActivationRule:
+    """One registry row: an activation's name and forward form ``f(x)``."""
+
+    name: str
+    forward: sp.Expr | None  # None for vector-valued activations
+    parameters: dict = field(default_factory=dict)  # name -> default value
+    vector: bool = False
+    latex: str = ""  # how the function is named in print, e.g. r"\sigma"
+
+
+@dataclass(frozen=True)
+class LossRule:
+    """One registry row: a loss's name and per-output form ``l(y, t)``."""
+
+    name: str
+    per_output: sp.Expr  # summed over outputs j to give the per-sample loss
+    needs_softmax: bool = False
+    description: str = ""
+
+
+def _activation_rows() -> dict[str, ActivationRule]:
+    slope, alpha = sp.Symbol("slope", positive=True), sp.Symbol("alpha", positive=True)
+    rows = [
+        ActivationRule("identity", x, latex=r"\operatorname{id}"),
+        ActivationRule("sigmoid", 1 / (1 + sp.exp(-x)), latex=r"\sigma"),
+        ActivationRule("tanh", sp.tanh(x), latex=r"\tanh"),
+        ActivationRule("relu", sp.Max(0, x), latex=r"\operatorname{relu}"),
+        ActivationRule(
+            "leaky_relu",
+            sp.Piecewise((x, x > 0), (slope * x, True)),
+            {"slope": 0.01},
+            latex=r"\operatorname{lrelu}",
+        ),
+        ActivationRule("softplus", sp.log(1 + sp.exp(x)), latex=r"\operatorname{softplus}"),
+        ActivationRule(
+            "elu",
+            sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True)),
+            {"alpha": 1.0},
+            latex=r"\operatorname{elu}",
+        ),
+        ActivationRule("gelu", x / 2 * (1 + sp.erf(x / sp.sqrt(2))), latex=r"\operatorname{gelu}"),
+        ActivationRule("silu", x / (1 + sp.exp(-x)), latex=r"\operatorname{silu}"),
+        ActivationRule("softmax", None, vector=True, latex=r"\operatorname{softmax}"),
+    ]
+    return {row.name: row for row in rows}
+
+
+def _loss_rows() -> dict[str, LossRule]:
+    rows = [
+        LossRule("sse", (y - t) ** 2 / 2, description="half the sum of squared errors"),
+        LossRule("mse", (y - t) ** 2, description="mean squared error over outputs"),
+        LossRule(
+            "bce",
+            -(t * sp.log(y) + (1 - t) * sp.log(1 - y)),
+            description="binary cross-entropy",
+        ),
+        LossRule(
+            "cross_entropy",
+            -t * sp.log(y),
+            needs_softmax=True,
+            description="cross-entropy of a softmax output",
+        ),
+    ]
+    return {row.name: row for row in rows}
+
+
+ACTIVATIONS: dict[str, ActivationRule] = _activation_rows()
+LOSSES: dict[str, LossRule] = _loss_rows()
+
+
+def activation(name: str) -> ActivationRule:
+    """The registry row for activation ``name``.
+
+    >>> activation("tanh").forward
+    tanh(x)
+    """
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise UnknownPrimitive("activation", name, sorted(ACTIVATIONS)) from None
+
+
+def loss(name: str) -> LossRule:
+    """The registry row for loss ``name``.
+
+    >>> loss("sse").per_output
+    (-t + y)**2/2
+    """
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise UnknownPrimitive("loss", name, sorted(LOSSES)) from None
+
+
+def bind(expr: sp.Expr, parameters: dict) -> sp.Expr:
+    """Substitute numeric activation parameters (slope, alpha) into ``expr``."""
+    values = {s: sp.nsimplify(parameters[s.name]) for s in expr.free_symbols if s.name in parameters}
+    return expr.subs(values)
+
+
+@lru_cache(maxsize=None)
+def activation_derivative(forward: sp.Expr) -> sp.Expr:
+    """``f'(x)`` as SymPy derives and simplifies it.
+
+    >>> activation_derivative(sp.tanh(x))
+    1 - tanh(x)**2
+    >>> activation_derivative(1 / (1 + sp.exp(-x)))
+    exp(-x)/(1 + exp(-x))**2
+    """
+    derivative = sp.diff(forward, x)
+    if derivative.has(sp.Piecewise):
+        return sp.piecewise_fold(derivative)
+    return derivative
+
+
+@lru_cache(maxsize=None)
+def in_forward_terms(forward: sp.Expr) -> sp.Expr | None:
+    """``f'(x)`` as a polynomial in the forward value ``a = f(x)``, if it is one.
+
+    >>> in_forward_terms(1 / (1 + sp.exp(-x)))
+    a*(1 - a)
+    >>> in_forward_terms(sp.tanh(x))
+    1 - a**2
+    >>> in_forward_terms(sp.Max(0, x)) is None
+    True
+    """
+    if forward.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs) or forward == x:
+        return None
+    derivative = activation_derivative(forward)
+    candidates = [derivative.subs(forward, a)]  # f' written with f itself, as tanh' is
+    try:
+        candidates += [derivative.subs(x, inverse) for inverse in sp.solve(sp.Eq(a, forward), x)]
+    except (NotImplementedError, ValueError, TypeError):
+        pass
+    for candidate in candidates:
+        if candidate.has(x):
+            continue
+        candidate = sp.factor(sp.simplify(candidate))
+        if not candidate.is_polynomial(a):
+            continue
+        # SymPy must confirm the rewrite: f'(x) - g(f(x)) simplifies to zero.
+        if sp.simplify(derivative - candidate.subs(a, forward)) == 0:
+            return _tidy(candidate)
+    return None
+
+
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """The shortest of the factored and expanded forms, without a leading minus."""
+    factored = sp.factor(expr)
+    if isinstance(factored, sp.Mul) and factored.could_extract_minus_sign():
+        flipped = False
+        parts = []
+        for factor in factored.args:
+            if factor == -1:
+                continue
+            if not flipped and isinstance(factor, sp.Add):
+                factor, flipped = -factor, True
+            parts.append(factor)
+        if flipped:
+            factored = sp.Mul(*parts)
+    expanded = sp.expand(expr)
+    return min([factored, expanded], key=sp.count_ops)
+
+
+@lru_cache(maxsize=None)
+def loss_derivative(per_output: sp.Expr) -> sp.Expr:
+    """``dl/dy`` for a per-output loss, as SymPy derives and simplifies it.
+
+    >>> loss_derivative((y - t) ** 2 / 2)
+    -t + y
+    """
+    derivative = sp.diff(per_output, y)
+    simpler = sp.simplify(derivative)
+    return simpler if sp.count_ops(simpler) <= sp.count_ops(derivative) else derivative
+
+
+@lru_cache(maxsize=None)
+def fused_delta(per_output: sp.Expr, forward: sp.Expr) -> sp.Expr | None:
+    """``d l(f(x), t)/dx`` in forward terms when it is simpler than the product.
+
+    This is how binary cross-entropy on a sigmoid output collapses to ``a - t``.
+
+    >>> fused_delta(-(t * sp.log(y) + (1 - t) * sp.log(1 - y)), 1 / (1 + sp.exp(-x)))
+    a - t
+    >>> fused_delta((y - t) ** 2 / 2, 1 / (1 + sp.exp(-x))) is None
+    True
+    """
+    slope = in_forward_terms(forward)
+    if slope is None:
+        return None
+    product = loss_derivative(per_output).subs(y, a) * slope
+    fused = sp.factor(sp.cancel(product))
+    if sp.count_ops(fused) < sp.count_ops(product) and not fused.has(x):
+        return sp.expand(fused) if sp.count_ops(sp.expand(fused)) <= sp.count_ops(fused) else fused
+    return None
