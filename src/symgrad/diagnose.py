@@ -293,7 +293,8 @@ def _bias(c: Case):
                 if c.close(ps[i]) and not c.close(ps[i], c.e):
                     return {"how": f"is the contribution of sample {i} only, not the sum"
                                    f" over the batch of {ps.shape[0]}", "sample": i}
-            if ps.shape[0] > 1 and c.close(ps.mean(axis=0)):
+            if ps.shape[0] > 1 and c.close(ps.mean(axis=0)) \
+                    and not _batch_wide(c, 1.0 / ps.shape[0]):
                 return {"how": f"is the mean instead of the sum over the batch"
                                f" (N={ps.shape[0]})", "sample": None}
     if c.g.ndim == c.e.ndim + 1 and c.g.shape[1:] == c.e.shape and c.close(c.g.sum(0), c.e):
