@@ -6,6 +6,7 @@ here; nothing is shared with the code under test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -135,7 +136,7 @@ def _sig(z):
 def mlp_params(sizes, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     p = {}
-    for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for i, (m, n) in enumerate(itertools.pairwise(sizes), start=1):
         p[f"W{i}"] = rng.normal(0, 1, (n, m)).astype(dtype)
         p[f"b{i}"] = rng.normal(0, 0.5, n).astype(dtype)
     return p
@@ -190,9 +191,9 @@ def mlp_backward(p, X, T, act="sigmoid", lam=0.0, bug=None):
         if i > 1:
             delta = (delta @ p[f"W{i}"]) * dact(i - 1)
     if bug == "weight_decay_missing":
-        for k in g:
+        for k, v in list(g.items()):
             if k.startswith("W"):
-                g[k] = g[k] - lam * p[k]
+                g[k] = v - lam * p[k]
     mut = {
         "transposed": lambda: g.update(W1=g["W1"].T),
         "sign_flipped": lambda: g.update(W2=-g["W2"]),

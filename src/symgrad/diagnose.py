@@ -184,7 +184,7 @@ def _nan_inf(c: Case):
     first = np.argwhere(~np.isfinite(c.g))[0]
     return {"what": f"gradient has {nn} NaN and {ni} inf entries (first at index"
                     f" {_idx(first)}): overflow, 0/0 or log of a non-positive number",
-            "n_nan": nn, "n_inf": ni, "first": tuple(first)}
+            "n_nan": nn, "n_inf": ni, "first": tuple(int(i) for i in first)}
 
 
 @hypothesis("zero", "{name}: gradient is identically zero (no backward path, or an"
