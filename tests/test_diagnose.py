@@ -84,6 +84,8 @@ CASES = [
      "partial", "only rows 0, 2 differ (units 0, 2); there it is scaled by 2"),
     ("partial_entries", {"W": S}, {"W": S + np.diag([1.0, 1.0, 1.0])}, {}, "W", "partial",
      "only entries (0, 0), (1, 1), (2, 2) differ"),
+    ("partial_one_entry", {"W": S}, {"W": S + np.eye(3)[1:2].T @ np.eye(3)[2:3]}, {}, "W",
+     "partial", "only entry (1, 2) differs; got 5 instead of 4"),
     ("partial_1d", {"b": B}, {"b": B * np.array([1, 1, 1, 5.0])}, {}, "b", "partial",
      "only entry 3 differs (unit 3); got 1.25 instead of 0.25"),
     ("shape_reshape", {"b": B}, {"b": B.reshape(4, 1)}, {}, "b", "shape",

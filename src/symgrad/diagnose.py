@@ -394,7 +394,13 @@ def _partial(c: Case):
         rows = sorted({int(i) for i in np.nonzero(b2.any(axis=1))[0]})
         cols = sorted({int(j) for j in np.nonzero(b2.any(axis=0))[0]})
         nr, nc = b2.shape
-        if len(rows) < nr and (len(rows) <= len(cols) or len(cols) == nc):
+        full = b2.all(axis=1).any() or b2.all(axis=0).any()
+        if len(idx) <= 4 and not full:
+            ents = [_idx(i) for i in idx]
+            what = (f"only entr{'y' if len(ents) == 1 else 'ies'} {', '.join(ents)}"
+                    f" differ{'s' if len(ents) == 1 else ''}")
+            info = {"entries": [tuple(int(j) for j in i) for i in idx]}
+        elif len(rows) < nr and (len(rows) <= len(cols) or len(cols) == nc):
             what, info = _lines("row", rows, c.label(0)), {"rows": rows}
         elif len(cols) < nc:
             what, info = _lines("column", cols, c.label(1)), {"columns": cols}

@@ -702,8 +702,8 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
                              " (loss_fn not finite near the point)")
         nk = int(kinks.sum())
         if nk:
-            notes.append(f"{nk} entries at kinks (loss not differentiable there): not counted"
-                         " as failures")
+            notes.append(f"{nk} {'entry is at a kink' if nk == 1 else 'entries are at kinks'}"
+                         " (loss not differentiable there): not counted as failures")
         considered = (status != _KINK) & np.isfinite(A) & np.isfinite(num)
         err = np.where(considered, np.abs(A - num), 0.0)
         den = np.maximum(np.maximum(np.abs(A), np.abs(num)), a_m * gscale)
