@@ -25,6 +25,7 @@ x = sp.Symbol("x", real=True)
 a = sp.Symbol("a", real=True)
 y = sp.Symbol("y", real=True)
 t = sp.Symbol("t", real=True)
+K = sp.Symbol("K", positive=True, integer=True)  # number of outputs
 
 
 class UnknownPrimitive(KeyError):
@@ -91,7 +92,7 @@ def _activation_rows() -> dict[str, ActivationRule]:
 def _loss_rows() -> dict[str, LossRule]:
     rows = [
         LossRule("sse", (y - t) ** 2 / 2, description="half the sum of squared errors"),
-        LossRule("mse", (y - t) ** 2, description="mean squared error over outputs"),
+        LossRule("mse", (y - t) ** 2 / K, description="mean squared error over outputs"),
         LossRule(
             "bce",
             -(t * sp.log(y) + (1 - t) * sp.log(1 - y)),

@@ -1,0 +1,92 @@
+"""One naming scheme for the derivation, the LaTeX and the generated code.
+
+Contract: every quantity has a code name (``z1``, ``a1``, ``delta2``,
+``dL_dW2``) and a LaTeX symbol (``Z^{(1)}``, ``A^{(1)}``, ``\\delta^{(2)}``,
+``\\partial L / \\partial W^{(2)}``); both are derived here from the same key,
+so a line of generated code and the equation it implements use matching
+names.
+
+>>> latex(delta(2)), latex(grad(weight(2)))
+('\\\\delta^{(2)}', '\\\\frac{\\\\partial L}{\\\\partial W^{(2)}}')
+"""
+
+from __future__ import annotations
+
+import re
+
+INPUT = "X"
+TARGET = "T"
+LOSS = "L"
+BATCH = "N"
+DECAY = "weight_decay"
+
+
+def pre_activation(layer: int) -> str:
+    return f"z{layer}"
+
+
+def activation(layer: int) -> str:
+    return f"a{layer}"
+
+
+def weight(layer: int) -> str:
+    return f"W{layer}"
+
+
+def bias(layer: int) -> str:
+    return f"b{layer}"
+
+
+def delta(layer: int) -> str:
+    return f"delta{layer}"
+
+
+def grad(name: str) -> str:
+    """The code name of dL/d(name): ``dL_dW1``, ``dL_da1``."""
+    return f"dL_d{name}"
+
+
+def input_group(group: str) -> str:
+    return f"X_{group}"
+
+
+def log_softmax(layer: int) -> str:
+    return f"log_a{layer}"
+
+
+def block(weight_name: str, source: str) -> str:
+    """The key of the columns of a weight matrix that multiply one source."""
+    return f"{weight_name}__{source}"
+
+
+_LAYERED = {"z": "Z", "a": "A", "W": "W", "b": "b", "delta": r"\delta", "log_a": r"\log A"}
+
+
+def latex(name: str) -> str:
+    """The LaTeX symbol for a code name."""
+    if name.startswith("dL_d"):
+        return rf"\frac{{\partial L}}{{\partial {latex(name[4:])}}}"
+    if "__" in name:
+        weight_name, source = name.split("__", 1)
+        return rf"{latex(weight_name)}_{{[{latex(source)}]}}"
+    if name.startswith("X_"):
+        return rf"X_{{\mathrm{{{name[2:]}}}}}".replace("_", r"\_").replace(r"X\_", "X_", 1)
+    match = re.fullmatch(r"(log_a|delta|z|a|W|b)(\d+)", name)
+    if match:
+        return f"{_LAYERED[match.group(1)]}^{{({match.group(2)})}}"
+    return {DECAY: r"\lambda", BATCH: "N", INPUT: "X", TARGET: "T", LOSS: "L"}.get(name, name)
+
+
+def text(name: str) -> str:
+    """A plain-text symbol for a code name, for terminals."""
+    if name.startswith("dL_d"):
+        return f"dL/d{text(name[4:])}"
+    if "__" in name:
+        weight_name, source = name.split("__", 1)
+        return f"{text(weight_name)}[{text(source)}]"
+    match = re.fullmatch(r"(log_a|delta|z|a|W|b)(\d+)", name)
+    if match:
+        head = {"z": "Z", "a": "A", "delta": "δ", "log_a": "log A"}.get(match.group(1),
+                                                                         match.group(1))
+        return f"{head}{match.group(2)}"
+    return {DECAY: "λ"}.get(name, name)

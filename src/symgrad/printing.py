@@ -1,0 +1,163 @@
+"""The NumPy printer: derivation steps as lines of array code.
+
+Contract: :class:`ArrayCodePrinter` customises SymPy's ``NumPyPrinter`` so a
+step's expression prints as the code a careful person writes by hand:
+``X @ W1.T + b1``, ``delta1.T @ X``, ``delta1.sum(axis=0)``,
+``np.where(z1 > 0, ...)``, ``np.logaddexp(0, z)``, with names from
+:mod:`symgrad.naming` and numeric constants as exact Python float literals
+(so float32 arrays stay float32).  It records which module helpers
+(``_sigmoid``, ``_softmax``, ``_logsumexp``, ``_erf``) the printed code uses.
+
+>>> import sympy as sp
+>>> from symgrad.symbolic import Sigmoid
+>>> p = ArrayCodePrinter()
+>>> p.doprint(sp.Symbol("dL_da1") * Sigmoid(sp.Symbol("z1")))
+'dL_da1*_sigmoid(z1)'
+>>> sorted(p.helpers)
+['_sigmoid']
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import precedence
+
+from . import naming
+
+
+class ArrayCodePrinter(NumPyPrinter):
+    """SymPy's NumPy printer, speaking the generated module's names."""
+
+    def __init__(self, names: dict[str, str] | None = None):
+        super().__init__({"fully_qualified_modules": True, "inline": True})
+        self.names = dict(names or {})
+        self.helpers: set[str] = set()
+
+    def doprint(self, expr, assign_to=None):
+        return super().doprint(_numeric_constants(expr), assign_to)
+
+    def _module_format(self, fqn, register=True):
+        if fqn.startswith("numpy."):
+            return "np." + fqn[len("numpy."):]
+        return super()._module_format(fqn, register)
+
+    def _helper(self, name: str, *args) -> str:
+        self.helpers.add(name)
+        return f"{name}({', '.join(self._print(a) for a in args)})"
+
+    # names
+    def _print_Symbol(self, expr):
+        return self.names.get(expr.name, expr.name)
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    # matrix structure
+    def _print_MatMul(self, expr):
+        scalars = [a for a in expr.args if not isinstance(a, sp.MatrixExpr)]
+        matrices = [a for a in expr.args if isinstance(a, sp.MatrixExpr)]
+        if len(matrices) == 2 and isinstance(matrices[1], sp.OneMatrix) \
+                and isinstance(matrices[0], sp.Transpose):
+            body = f"{self._wrap(matrices[0].arg)}.sum(axis=0)"  # sum over the batch
+        elif len(matrices) == 2 and isinstance(matrices[0], sp.OneMatrix):
+            body = self._print(matrices[1].arg if isinstance(matrices[1], sp.Transpose)
+                               else matrices[1])  # broadcast a bias row
+        else:
+            body = " @ ".join(self._wrap(m) for m in matrices)
+        if scalars:
+            return " * ".join([self.parenthesize(s, precedence(expr)) for s in scalars]
+                              + [body])
+        return body
+
+    def _print_Transpose(self, expr):
+        return f"{self._wrap(expr.arg)}.T"
+
+    def _print_MatAdd(self, expr):
+        return " + ".join(self._print(a) for a in expr.args)
+
+    def _print_BlockMatrix(self, expr):
+        blocks = expr.blocks
+        row = ", ".join(self._print(blocks[0, j]) for j in range(blocks.shape[1]))
+        return f"np.hstack([{row}])"
+
+    def _wrap(self, expr) -> str:
+        text = self._print(expr)
+        atom = expr.arg if isinstance(expr, sp.Transpose) else expr
+        return text if isinstance(atom, (sp.MatrixSymbol, sp.Symbol)) else f"({text})"
+
+    # array functions
+    def _print_Total(self, expr):
+        return f"np.sum({self._print(expr.args[0])})"
+
+    def _print_RowSum(self, expr):
+        return f"np.sum({self._print(expr.args[0])}, axis=1, keepdims=True)"
+
+    def _print_Softmax(self, expr):
+        return self._helper("_softmax", *expr.args)
+
+    def _print_LogSumExp(self, expr):
+        return self._helper("_logsumexp", *expr.args)
+
+    def _print_Sigmoid(self, expr):
+        return self._helper("_sigmoid", *expr.args)
+
+    def _print_Softplus(self, expr):
+        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+
+    def _print_erf(self, expr):
+        return self._helper("_erf", *expr.args)
+
+    def _print_Heaviside(self, expr):
+        return f"({self._print(expr.args[0])} > 0)"
+
+    def _print_Max(self, expr):
+        return self._fold("np.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("np.minimum", expr.args)
+
+    def _fold(self, function: str, args) -> str:
+        args = sorted(args, key=lambda a: a.is_number)  # the array first, as people write it
+        text = self._print(args[0])
+        for arg in args[1:]:
+            text = f"{function}({text}, {self._print(arg)})"
+        return text
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sp.true:
+            return super()._print_Piecewise(expr)
+        text = self._print(last)
+        for value, condition in reversed(pieces):
+            text = f"np.where({self._print(condition)}, {self._print(value)}, {text})"
+        return text
+
+    def _print_Relational(self, expr):
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+
+def _numeric_constants(expr):
+    """Replace irrational constants (sqrt(2), pi) by float literals."""
+    if not isinstance(expr, sp.Basic):
+        return expr
+    return expr.replace(
+        lambda e: e.is_number and not e.is_Rational and not isinstance(e, sp.Float)
+        and not e.has(sp.MatrixExpr) and e.is_real,
+        lambda e: sp.Float(e.evalf(20), 17),
+    )
+
+
+def code_names(graph) -> dict[str, str]:
+    """Code for every symbol key that is not spelt as itself (blocks, slices, constants)."""
+    names = {naming.BATCH: "n", naming.DECAY: "WEIGHT_DECAY"}
+    for node in graph.nodes:
+        if node.op == "slice":
+            names[node.name] = f"X[:, {node.start}:{node.start + node.size}]"
+        if node.op == "dense" and len(node.sources) > 1:
+            for source, start, stop in graph.blocks(node):
+                names[naming.block(node.weight, source)] = f"{node.weight}[:, {start}:{stop}]"
+    return names
