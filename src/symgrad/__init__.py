@@ -1,3 +1,27 @@
-"""symgrad: symbolic backpropagation."""
+"""symgrad: symbolic backpropagation.
+
+A network is described in a TOML spec or with :class:`Network`; SymPy derives
+dL/dW and dL/db for every parameter layer by layer (:func:`derive`); the
+derivation prints as LaTeX, Markdown or text, and :func:`generate_module_source`
+emits a standalone NumPy training module that is checked against finite
+differences (:func:`check_gradient`).
+
+>>> import symgrad
+>>> spec = symgrad.Network("xor", inputs=2).dense(2, "sigmoid").dense(1, "sigmoid").build()
+>>> [step.target for step in symgrad.derive(spec).backward][:2]
+['dL_da2', 'delta2']
+"""
 
 __version__ = "0.1.0"
+
+from .codegen import generate_module_source, load_module, write_module  # noqa: E402
+from .derive import Derivation, Step, derive  # noqa: E402
+from .diagnose import diagnose  # noqa: E402
+from .gradcheck import check_gradient  # noqa: E402
+from .spec import Network, NetworkSpec, SpecError, load_spec, loads_spec  # noqa: E402
+
+__all__ = [
+    "Derivation", "Network", "NetworkSpec", "SpecError", "Step", "check_gradient", "derive",
+    "diagnose", "generate_module_source", "load_module", "load_spec", "loads_spec",
+    "write_module",
+]
