@@ -14,11 +14,11 @@ differences (:func:`check_gradient`).
 
 __version__ = "0.1.0"
 
-from .codegen import generate_module_source, load_module, write_module  # noqa: E402
-from .derive import Derivation, Step, derive  # noqa: E402
-from .diagnose import diagnose  # noqa: E402
-from .gradcheck import check_gradient  # noqa: E402
-from .spec import Network, NetworkSpec, SpecError, load_spec, loads_spec  # noqa: E402
+from .codegen import generate_module_source, load_module, write_module
+from .derive import Derivation, Step, derive
+from .diagnose import diagnose
+from .gradcheck import check_gradient
+from .spec import Network, NetworkSpec, SpecError, load_spec, loads_spec
 
 __all__ = [
     "Derivation", "Network", "NetworkSpec", "SpecError", "Step", "check_gradient", "derive",

@@ -21,7 +21,7 @@ def random_problem(module, *, batch: int = 5, seed: int = 0):
     rng = np.random.default_rng(seed)
     params = {name: value.astype(np.float64) for name, value in
               module.init_params(seed, dtype=np.float64).items()}
-    for name, value in params.items():  # biases start at zero: move them off it
+    for value in params.values():  # biases start at zero: move them off it
         value += rng.uniform(-0.5, 0.5, value.shape)
     X = rng.uniform(-1, 1, (batch, module.N_INPUTS))
     if module.CLASSES:

@@ -17,6 +17,7 @@ expressions are parsed by :mod:`symgrad.exprparse`, never evaluated.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,7 +249,7 @@ class _Reader:
     def number(self, value: Any, where: tuple, minimum: float | None = 0.0) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(where, f"expected a number, got {_typename(value)} {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             self.fail(where, f"must be finite, got {value}")
         if minimum is not None and value < minimum:
             self.fail(where, f"must be at least {minimum}, got {value}")
@@ -364,7 +365,7 @@ class _Reader:
         try:
             rule = primitives.activation(kind)
         except primitives.UnknownPrimitive as exc:
-            self.fail(where if "kind" not in where else where, exc.message)
+            self.fail(where, exc.message)
         parameters = []
         for key in ("slope", "alpha"):
             if key in value:
