@@ -13,7 +13,6 @@ import numpy as np
 
 from bench.networks import SSE_SCALE, Network
 
-
 # --- activations, applied in place to the pre-activation --------------------------------
 
 def _sigmoid_(z):

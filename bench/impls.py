@@ -11,8 +11,8 @@ A factory raises ``Unavailable`` when its library (or symgrad's API) is missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -75,9 +75,7 @@ def make_symgrad(net: Network, params, X, T, dtype) -> Impl:
         loss, grads = mod.loss_and_grad(P, X, T)
         return float(loss), symgrad_adapter.from_module_grads(grads, params)
 
-    def step():
-        symgrad_adapter.train_step(mod, P_step, X, T, lr=STEP_LR, momentum=STEP_MOMENTUM)
-
+    step = symgrad_adapter.make_stepper(mod, P_step, X, T, lr=STEP_LR, momentum=STEP_MOMENTUM)
     return Impl("symgrad", check, lambda: mod.loss_and_grad(P, X, T),
                 lambda: mod.loss(P, X, T), step)
 

@@ -6,6 +6,7 @@ from bench.check import TOLERANCE
 from bench.impls import BASELINE, IMPL_NAMES
 from bench.networks import BY_NAME, NETWORKS, sweep_network
 from bench.runtime import GEMM_NAME
+from bench.timing import paired_ratio
 
 PEERS = [n for n in IMPL_NAMES if n != BASELINE]
 
@@ -41,7 +42,7 @@ def _secs(seconds) -> str:
 def _ratio(t: dict | None, base: dict) -> str:
     if not t:
         return "-"
-    return f"{t['median'] / base['median']:.2f} ({t['min'] / base['min']:.2f})"
+    return f"{paired_ratio(t, base):.2f} ({t['min'] / base['min']:.2f})"
 
 
 def _label(rec) -> str:
@@ -125,7 +126,8 @@ def _runtime_table(records, kind: str, dtype: str) -> str:
 def _runtime(records) -> str:
     out = ["## Runtime against hand-written NumPy (threads pinned to 1)\n",
            f"Absolute time for `{BASELINE}`; every other column is its time divided by the "
-           "baseline's in the same run: median ratio (ratio of minima). Below 1 is faster "
+           "baseline's in the same run: median over rounds of the per-round ratio (ratio of the "
+           "minima). Below 1 is faster "
            "than the hand-written code.\n"]
     for dtype in ("float64", "float32"):
         for kind, title in (("grad", "forward + gradient"),
@@ -168,7 +170,7 @@ def _gemm(records) -> str:
             if n == GEMM_NAME:
                 continue
             rows.append(["", "", n, _us(tn["median"]), f"{flops / tn['median'] / 1e9:.1f}",
-                         f"{g / tn['median']:.2f}"])
+                         f"{1 / paired_ratio(tn, t[GEMM_NAME]):.2f}"])
     if not rows:
         return ""
     return ("## GEMM efficiency (MNIST-size)\n\nThe matmuls of one forward+gradient step "
@@ -405,27 +407,30 @@ def _plot_deriv(plt, results):
     if "symgrad_warm" in d:
         series = [("symgrad_warm", "symgrad warm", "-"), ("symgrad_cold", "symgrad cold", ":")] \
             + series
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def val(v):
+        return v["in_process"] if isinstance(v, dict) else v
+
     for key, label, style in series:
         grid = d[key]
-
-        def val(v):
-            return v["in_process"] if isinstance(v, dict) else v
-
-        for w in d["widths"]:
+        for i, w in enumerate(d["widths"]):
             pts = [(dd, val(grid[(w, dd)])) for dd in d["depths"]
                    if isinstance(grid.get((w, dd)), (float, dict))]
             if len(pts) >= 2:
-                ax1.plot(*zip(*pts), style, marker="o", ms=3, label=f"{label}, width {w}")
-        for dd in d["depths"]:
+                ax1.plot(*zip(*pts), style, color=colors[i % len(colors)], marker="o", ms=3,
+                         label=f"{label}, width {w}")
+        for i, dd in enumerate(d["depths"]):
             pts = [(w, val(grid[(w, dd)])) for w in d["widths"]
                    if isinstance(grid.get((w, dd)), (float, dict))]
             if len(pts) >= 2:
-                ax2.plot(*zip(*pts), style, marker="o", ms=3, label=f"{label}, depth {dd}")
+                ax2.plot(*zip(*pts), style, color=colors[i % len(colors)], marker="o", ms=3,
+                         label=f"{label}, depth {dd}")
     for ax, xl in ((ax1, "depth (weight layers)"), (ax2, "width (units per layer)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(xl)
-        ax.set_ylabel("seconds")
+        ax.set_ylabel("seconds (solid: symgrad warm, dotted: cold, dashed: naive)")
         if ax.lines:
             ax.legend(fontsize=6, ncol=2)
     fig.suptitle("derivation + code generation")

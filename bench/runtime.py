@@ -9,7 +9,7 @@ from bench import gemm
 from bench.check import check_all
 from bench.impls import BASELINE, build_all
 from bench.networks import BY_NAME, NETWORKS, init_params, make_data
-from bench.timing import interleaved
+from bench.timing import interleaved, paired_ratio
 
 GEMM_NAME = "np.matmul (GEMMs only)"
 #: forward time is measured where "gradient cost over forward cost" is reported
@@ -54,9 +54,10 @@ def measure(net_name: str, batch: int, dtype_name: str, settings, *, gemm_too=Fa
             rec["gemm_flops"] = flops
         res = interleaved(fns, repeats=settings.repeats, target_s=settings.target_s)
         rec["times"][kind] = {n: t.as_dict() for n, t in res.items()}
-    base = rec["times"]["grad"][BASELINE]["median"]
+    tb = rec["times"]["grad"][BASELINE]
+    base = tb["median"]
     log(f"  {net_name:9s} b={batch:<5d} {dtype_name}: baseline grad {base * 1e6:9.1f} us; "
-        + ", ".join(f"{n} x{t['median'] / base:.2f}"
+        + ", ".join(f"{n} x{paired_ratio(t, tb):.2f}"
                     for n, t in rec["times"]["grad"].items() if n != BASELINE))
     return rec
 

@@ -6,7 +6,7 @@ Everything symgrad-specific the benchmarks need goes through these functions:
 * ``build_module(net, dtype)``   - the loaded generated module
 * ``to_module_params`` / ``from_module_grads`` - convert between the harness layout
   (``Wk`` (units, fan_in), ``bk`` (units,)) and the generated module's ``PARAM_SHAPES``
-* ``train_step`` / ``train_epochs`` - the generated ``train()``
+* ``make_stepper`` / ``train_epochs`` - the generated training step and ``train()``
 * ``cold_script`` / ``ttfg_script`` - Python source run in fresh subprocesses
 
 If symgrad's API is missing or incomplete, each raises ``SymgradUnavailable`` with the
@@ -130,32 +130,41 @@ def from_module_grads(grads: dict, reference: dict) -> dict:
     return {k: _fit(np.asarray(grads[k]), reference[k].shape) for k in reference}
 
 
-def train_step(module, params, X, T, *, lr: float, momentum: float):
-    """One full-batch SGD-momentum step through the generated ``train()``."""
-    return module.train(params, X, T, mode="batch", epochs=1, learning_rate=lr,
-                        momentum=momentum, batch_size=X.shape[0], seed=0)
+def make_stepper(module, params, X, T, *, lr: float, momentum: float):
+    """A zero-argument function doing one full-batch SGD-momentum step in place.
 
+    Uses the generated module's own step, ``loss_and_grad`` + ``apply_gradient`` with one
+    optimiser state kept across calls (what ``train()`` does per update); falls back to
+    ``train(mode="batch", epochs=1, state=...)`` for modules without ``apply_gradient``."""
+    if hasattr(module, "apply_gradient") and hasattr(module, "init_state"):
+        state = module.init_state(params)
 
-class _Stop(Exception):
-    pass
+        def step():
+            _, grads = module.loss_and_grad(params, X, T)
+            module.apply_gradient(params, state, grads, learning_rate=lr, momentum=momentum)
+
+        return step
+
+    def step_via_train():
+        module.train(params, X, T, mode="batch", epochs=1, learning_rate=lr,
+                     momentum=momentum, batch_size=X.shape[0], seed=0)
+
+    return step_via_train
 
 
 def train_epochs(module, params, X, T, *, epochs, lr, momentum, batch_size, seed, on_epoch):
     """Minibatch SGD-momentum through the generated ``train()``; ``on_epoch(epoch)`` returning
-    True stops training (by raising out of the callback).  Returns the epochs run."""
+    True stops training (``train`` calls ``callback(epoch, loss, params)`` after every epoch
+    and stops when it returns True).  Returns the epochs run."""
     count = [0]
 
     def callback(*args, **kwargs):
         count[0] += 1
-        if on_epoch(count[0] - 1):
-            raise _Stop
+        return bool(on_epoch(count[0] - 1))
 
-    try:
-        module.train(params, X, T, mode="minibatch", epochs=epochs, learning_rate=lr,
-                     momentum=momentum, batch_size=batch_size, seed=seed, optimizer="sgd",
-                     callback=callback)
-    except _Stop:
-        pass
+    module.train(params, X, T, mode="minibatch", epochs=epochs, learning_rate=lr,
+                 momentum=momentum, batch_size=batch_size, seed=seed, optimizer="sgd",
+                 callback=callback)
     return count[0]
 
 

@@ -16,10 +16,20 @@ class Timing:
     min: float
     number: int  # calls per block
     repeats: int
+    samples: list  # seconds per call, one per round
 
     def as_dict(self):
         return {"median": self.median, "min": self.min, "number": self.number,
-                "repeats": self.repeats}
+                "repeats": self.repeats, "samples": self.samples}
+
+
+def paired_ratio(t: dict, base: dict) -> float:
+    """Median over rounds of (time / baseline time in the same round): rounds run the
+    implementations back to back, so pairing cancels most of a noisy machine's drift."""
+    a, b = t.get("samples"), base.get("samples")
+    if a and b and len(a) == len(b):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return t["median"] / base["median"]
 
 
 def _block(fn, number: int) -> float:
@@ -55,7 +65,7 @@ def interleaved(fns: dict, *, repeats: int, target_s: float, warmup: int = 3) ->
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             samples[name].append(_block(fns[name], numbers[name]))
-    return {name: Timing(statistics.median(s), min(s), numbers[name], repeats)
+    return {name: Timing(statistics.median(s), min(s), numbers[name], repeats, s)
             for name, s in samples.items()}
 
 
