@@ -120,7 +120,7 @@ def loss_and_grad(params, X, T):
     loss = float((1/2)*WEIGHT_DECAY*(np.sum(W1**2) + np.sum(W2**2)) + np.sum(-T*(z2 - _logsumexp(z2)))/n)
     # Backward pass.
     # (6) delta2: softmax with cross-entropy gives p - t (lemma)
-    delta2 = (-T + a2)/n
+    delta2 = (a2 - T)/n
     # (7) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1 + WEIGHT_DECAY * W2
     # (8) dL/db2 = delta2 summed over the batch

@@ -92,7 +92,7 @@ def loss(params, X, T):
     # (3) layer 2: weighted inputs plus bias
     z2 = X @ W2[:, 0:3].T + a1 @ W2[:, 3:7].T + b2
     # (5) the loss
-    return float(np.sum(-T*z2 + np.logaddexp(0, z2))/n)
+    return float(np.sum(np.logaddexp(0, z2) - T*z2)/n)
 
 
 def loss_and_grad(params, X, T):
@@ -109,10 +109,10 @@ def loss_and_grad(params, X, T):
     # (4) layer 2: sigmoid activation
     a2 = _sigmoid(z2)
     # (5) the loss
-    loss = float(np.sum(-T*z2 + np.logaddexp(0, z2))/n)
+    loss = float(np.sum(np.logaddexp(0, z2) - T*z2)/n)
     # Backward pass.
     # (6) delta2: loss and output activation differentiated together
-    delta2 = (-T + a2)/n
+    delta2 = (a2 - T)/n
     # (7) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = np.hstack([delta2.T @ X, delta2.T @ a1])
     # (8) dL/db2 = delta2 summed over the batch

@@ -93,7 +93,7 @@ def loss(params, X, T):
     # (4) layer 2: sigmoid activation
     a2 = _sigmoid(z2)
     # (5) the loss
-    return float(np.sum((1/2)*(-T + a2)**2))
+    return float(np.sum((1/2)*(a2 - T)**2))
 
 
 def loss_and_grad(params, X, T):
@@ -109,10 +109,10 @@ def loss_and_grad(params, X, T):
     # (4) layer 2: sigmoid activation
     a2 = _sigmoid(z2)
     # (5) the loss
-    loss = float(np.sum((1/2)*(-T + a2)**2))
+    loss = float(np.sum((1/2)*(a2 - T)**2))
     # Backward pass.
     # (6) dL/da2: derivative of the loss, dl/dy = -t + y
-    dL_da2 = -T + a2
+    dL_da2 = a2 - T
     # (7) delta2: chain rule through sigmoid, f' = a*(1 - a)
     delta2 = a2*dL_da2*(1 - a2)
     # (8) dL/dW2 = delta2^T times the layer input, summed over the batch

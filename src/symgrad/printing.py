@@ -55,6 +55,18 @@ class ArrayCodePrinter(NumPyPrinter):
     def _print_Float(self, expr):
         return repr(float(expr))
 
+    def _print_Add(self, expr, order=None):
+        """Positive terms first, so ``a2 - T`` rather than ``-T + a2`` (one ufunc, not two)."""
+        terms = sorted(self._as_ordered_terms(expr, order=order),
+                       key=lambda term: term.could_extract_minus_sign())
+        text = self._print(terms[0])
+        for term in terms[1:]:
+            if term.could_extract_minus_sign():
+                text += " - " + self.parenthesize(-term, precedence(expr))
+            else:
+                text += " + " + self.parenthesize(term, precedence(expr))
+        return text
+
     # matrix structure
     def _print_MatMul(self, expr):
         scalars = [a for a in expr.args if not isinstance(a, sp.MatrixExpr)]
