@@ -1,0 +1,715 @@
+"""Views of a derivation: a LaTeX document, Markdown, plain text.
+
+Contract: :func:`render_latex` turns a :class:`~symgrad.derive.Derivation`
+into a standalone LaTeX document (``pdflatex`` with texlive-latex-base and
+-recommended only) that reads like a textbook: the network and notation,
+the forward pass and the loss, the backward pass step by step, each step
+naming its rule and showing what SymPy derived (``sigma'(z) = e^{-z}/(1 +
+e^{-z})^2 = a(1 - a)``) before the matrix equation it gives, the general
+recurrence and the update rule, and, given ``per_weight`` (parameter name
+-> SymPy matrix of scalar derivatives), every single weight's gradient
+beside the matching entry of the matrix result.  Equations carry
+``\\tag{n}`` with the step number, the number of the ``# (n)`` comment in
+the generated code.  :func:`render_markdown` is the same content with
+``$$`` math for GitHub and Jupyter, :func:`render_latex_body` the equations
+alone (``_repr_latex_``), :func:`render_text` a plain-terminal view.
+Output is deterministic: the same spec gives the same bytes.
+
+Long equations are broken between terms (or factors) where
+:func:`~symgrad.latex.latex_width` says they would not fit, and shrunk to
+the line width only when a single unbreakable piece is too wide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import jinja2
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+from . import naming, primitives
+from .latex import DerivationLatexPrinter, entry, latex_width, named_function, transposed
+from .resources import environment, templates_dir
+from .symbolic import Total
+
+#: Estimated widths (see latex_width) that fit beside a tag, in LaTeX and Markdown.
+LINE_WIDTH = 52.0
+
+z = sp.Symbol("z", real=True)
+
+
+# --------------------------------------------------------------------------- data for templates
+
+@dataclass
+class Equation:
+    """``lhs = rhs``, possibly over several lines; ``tag`` is the step number."""
+
+    lhs: str
+    lines: list[str]
+    tag: int | None = None
+    note: str = ""  # e.g. \in \mathbb{R}^{N \times 2}
+    resize: bool = False
+    relation: str = "="
+
+    @property
+    def multiline(self) -> bool:
+        return len(self.lines) > 1
+
+
+@dataclass
+class StepView:
+    """One step of the derivation as the templates show it."""
+
+    number: int
+    title: str
+    prose: list[str] = field(default_factory=list)
+    scalar: list[Equation] = field(default_factory=list)  # unnumbered, before the step
+    after: list[str] = field(default_factory=list)
+    equation: Equation | None = None
+
+
+# --------------------------------------------------------------------------- layout
+
+def _chunks(expr, printer: DerivationLatexPrinter, limit: float) -> list[tuple[str, str]]:
+    """(joiner, latex) pieces of ``expr`` between which a line may break."""
+    if isinstance(expr, sp.MatAdd):
+        return [("+" if i else "", printer._print(a)) for i, a in enumerate(expr.args)]
+    if isinstance(expr, sp.Add):
+        terms = sorted(sp.Add.make_args(expr),
+                       key=lambda t: (t.could_extract_minus_sign(), t.is_number))
+        out = []
+        for index, term in enumerate(terms):
+            negative = term.could_extract_minus_sign()
+            body = -term if negative else term
+            sign = "-" if negative else ("+" if index else "")
+            text = printer._factor(body) if isinstance(body, sp.Add) else printer._print(body)
+            if latex_width(text) > limit and isinstance(body, sp.Mul):
+                pieces = _factor_chunks(body, printer)
+                out.append((sign, pieces[0][1]))
+                out.extend(pieces[1:])
+            else:
+                out.append((sign, text))
+        return out
+    if isinstance(expr, sp.Mul):
+        return _factor_chunks(expr, printer)
+    return [("", printer._print(expr))]
+
+
+def _factor_chunks(expr: sp.Mul, printer: DerivationLatexPrinter) -> list[tuple[str, str]]:
+    factors = list(sp.Mul.make_args(expr))
+    numbers = [f for f in factors if f.is_number]
+    others = [f for f in factors if not f.is_number]
+    joiner = r"\odot" if printer.is_array(expr) else r"\cdot"
+    pieces = []
+    if numbers:
+        others[0] = sp.Mul(*numbers, others[0], evaluate=False) if others else sp.Mul(*numbers)
+    for index, factor in enumerate(others):
+        pieces.append((joiner if index else "", printer._factor(factor)))
+    return pieces
+
+
+def layout(lhs: str, expr, printer: DerivationLatexPrinter, *, tag: int | None = None,
+           note: str = "", limit: float = LINE_WIDTH, text: str | None = None) -> Equation:
+    """An :class:`Equation` for ``lhs = expr``, broken over lines if it is too wide."""
+    text = printer.doprint(expr) if text is None else text
+    room = limit - latex_width(lhs) - latex_width(note) - 2
+    if latex_width(text) <= room:
+        return Equation(lhs, [text], tag, note)
+    room = limit - min(latex_width(lhs), 10) - 4
+    chunks = _chunks(expr, printer, room)
+    lines: list[str] = []
+    for joiner, piece in chunks:
+        candidate = f"{lines[-1]} {joiner} {piece}" if lines else f"{joiner}{piece}"
+        if lines and latex_width(candidate) <= room:
+            lines[-1] = candidate
+        else:
+            lines.append(f"{{}} {joiner} {piece}" if lines and joiner else
+                         (candidate if not lines else piece))
+    resize = any(latex_width(line) > room + 4 for line in lines)
+    if latex_width(lhs) + latex_width(lines[0]) > limit:
+        lines.insert(0, "")
+    return Equation(lhs, lines, tag, note, resize)
+
+
+# --------------------------------------------------------------------------- the builder
+
+class _Builder:
+    """Collect what the templates show, for ``target`` "tex" or "md"."""
+
+    def __init__(self, derivation, target: str):
+        self.d, self.spec, self.graph = derivation, derivation.spec, derivation.graph
+        self.target = target
+        sizes = {n.name: (naming.BATCH, n.size) for n in self.graph.nodes}
+        sizes[naming.TARGET] = (naming.BATCH, self.graph.node(self.graph.output).size)
+        for node in self.graph.nodes:
+            if node.op == "dense":
+                sizes[naming.grad(node.name.replace("z", "a", 1))] = sizes[node.name]
+        sizes.update({k: (v + (1,))[:2] for k, v in self.graph.params.items()})
+        self.sizes = sizes
+        self.printer = DerivationLatexPrinter(sizes=sizes)
+        self.scalar = DerivationLatexPrinter(arrays=False)
+
+    # -- helpers
+
+    def name(self, text: str) -> str:
+        """A user-given name (layer, group, network) as literal text."""
+        if self.target == "md":
+            return f"`{text}`"
+        escaped = "".join({"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
+                           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                           "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}.get(c, c)
+                          for c in text)
+        return rf"\texttt{{{escaped}}}"
+
+    def sym(self, name: str) -> str:
+        return naming.latex(name)
+
+    def shape(self, shape: tuple) -> str:
+        if not shape:
+            return ""
+        dims = r" \times ".join(str(d) for d in shape)
+        return rf"\in \mathbb{{R}}^{{{dims}}}"
+
+    def fname(self, step) -> str:
+        """How the activation of a step's layer is named: \\sigma, \\tanh, f_1."""
+        activation = self.spec.layers[step.layer - 1].activation
+        if activation.expr is None:
+            rule = primitives.activation(activation.kind)
+            if rule.latex:
+                return rule.latex
+        return f"f_{{{step.layer}}}"
+
+    def source_latex(self, layer: int) -> str:
+        node = self.graph.node(naming.pre_activation(layer))
+        return ", ".join(f"${self.sym(s)}$" for s in node.sources)
+
+    # -- sections
+
+    def layers(self) -> list[dict]:
+        rows = [{"index": 0, "name": self.name("input"), "sources": "",
+                 "units": str(self.spec.n_inputs), "activation": "",
+                 "params": rf"$X \in \mathbb{{R}}^{{N \times {self.spec.n_inputs}}}$"}]
+        if len(self.spec.inputs) > 1:
+            rows[0]["activation"] = ", ".join(
+                f"{self.name(g)}: ${self.sym(naming.input_group(g))}$ ({size})"
+                for g, size in self.spec.inputs)
+        for index, layer in enumerate(self.spec.layers, start=1):
+            params = [rf"${self.sym(naming.weight(index))} \in \mathbb{{R}}^{{"
+                      rf"{self.graph.params[naming.weight(index)][0]} \times "
+                      rf"{self.graph.params[naming.weight(index)][1]}}}$"]
+            if layer.bias:
+                params.append(rf"${self.sym(naming.bias(index))} \in \mathbb{{R}}^{{"
+                              rf"{layer.units}}}$")
+            activation = layer.activation
+            if activation.expr is not None:
+                act = rf"$f_{{{index}}}(x) = {self.scalar.doprint(activation.forward())}$"
+            else:
+                act = self.name(activation.kind)
+                extra = ", ".join(f"{k} = {_number(v)}" for k, v in activation.parameters)
+                if extra:
+                    act += f" ({extra})"
+            rows.append({"index": index, "name": self.name(layer.name),
+                         "sources": self.source_latex(index), "units": str(layer.units),
+                         "activation": act, "params": ", ".join(params)})
+        return rows
+
+    def steps(self, phase: str) -> list[StepView]:
+        views = []
+        for step in self.d.steps:
+            if step.phase != phase:
+                continue
+            view = getattr(self, f"step_{step.rule}", self.step_default)(step)
+            if view.equation is None:
+                view.equation = layout(self.sym(step.target), step.expr, self.printer,
+                                       tag=step.number, note=self.shape(step.shape))
+            views.append(view)
+        return views
+
+    def view(self, step, title: str, *prose: str) -> StepView:
+        layer = f"Layer {step.layer}: " if step.layer else ""
+        return StepView(step.number, layer + title, list(prose))
+
+    # forward
+    def step_dense(self, step) -> StepView:
+        node = self.graph.node(step.target)
+        if len(node.sources) == 1:
+            return self.view(step, "dense layer",
+                             rf"Each row of ${self.sym(node.sources[0])}$ is one sample; every "
+                             "unit takes a weighted sum of its inputs plus its bias "
+                             rf"($\mathbf{{1}}_N$ copies the bias row to every sample):")
+        blocks = r"\;".join(self.sym(naming.block(node.weight, s)) for s in node.sources)
+        return self.view(step, "dense layer over several sources",
+                         f"The layer reads {self.source_latex(step.layer)}, side by side; its "
+                         f"weight matrix splits into one column block per source, "
+                         rf"${self.sym(node.weight)} = \begin{{bmatrix}} {blocks} "
+                         r"\end{bmatrix}$, and the blocks' contributions add:")
+
+    def step_activation_forward(self, step) -> StepView:
+        activation = step.detail["activation"]
+        if activation.kind == "identity" and activation.expr is None:
+            return self.view(step, "identity activation", "The output is the weighted sum:")
+        fname = self.fname(step)
+        view = self.view(step, f"activation ${fname}$, elementwise",
+                         rf"The activation acts on every entry of ${self.sym(step.target)}$'s "
+                         "weighted input separately:")
+        view.scalar.append(layout(rf"{fname}(z)", step.detail["function"].subs(primitives.x, z),
+                                  self.scalar))
+        return view
+
+    def step_softmax_forward(self, step) -> StepView:
+        view = self.view(step, "softmax over the units of each row",
+                         "Each row becomes a probability distribution over the "
+                         f"{step.shape[1]} units:")
+        a, zz = entry(step.target, "nj"), entry(naming.pre_activation(step.layer), "nj")
+        view.scalar.append(Equation(a, [rf"\frac{{e^{{{zz}}}}}{{\sum_{{k}} "
+                                        rf"e^{{{entry(naming.pre_activation(step.layer), 'nk')}}}}}"]))
+        return view
+
+    # loss
+    def step_loss(self, step) -> StepView:
+        loss = self.spec.loss
+        y, t = sp.Symbol("y", real=True), sp.Symbol("t", real=True)
+        per_output = step.detail["per_output"]
+        kind = "a custom loss" if loss.kind == "custom" else {
+            "sse": "half the sum of squared errors", "mse": "the mean squared error",
+            "bce": "binary cross-entropy", "cross_entropy": "cross-entropy"}.get(loss.kind,
+                                                                                loss.kind)
+        prose = [f"The loss is {kind}, per output $y$ with target $t$:"]
+        view = self.view(step, "the loss", *prose)
+        view.title = "The loss"
+        view.scalar.append(layout("l(y, t)", per_output.subs({primitives.y: y, primitives.t: t}),
+                                  self.scalar))
+        reduce = ("summed over the outputs and the batch" if loss.reduction == "sum" else
+                  r"summed over the outputs, averaged over the batch ($\frac{1}{N}$)")
+        after = f"The batch loss is {reduce}"
+        if loss.weight_decay:
+            after += (rf", plus weight decay $\frac{{\lambda}}{{2}} \sum w^2$ over every weight "
+                      rf"(not the biases), $\lambda = {_number(loss.weight_decay)}$")
+        view.prose.append(after + ":")
+        return view
+
+    # backward
+    def step_loss_derivative(self, step) -> StepView:
+        view = self.view(step, "derivative of the loss",
+                         "SymPy differentiates the per-output loss with respect to the output:")
+        view.scalar.append(layout(r"\frac{\partial l}{\partial y}", step.detail["derivative"],
+                                  self.scalar))
+        where = "every entry of the output"
+        if self.spec.loss.reduction == "mean":
+            where += r", with the $\frac{1}{N}$ of the mean"
+        view.prose.append(f"Applied to {where}:")
+        return view
+
+    def activation_scalar(self, step) -> list[Equation]:
+        fname = self.fname(step)
+        function, derivative = step.detail["function"], step.detail["derivative"]
+        eqs = [layout(rf"{fname}(z)", function.subs(primitives.x, z), self.scalar)]
+        shown = derivative.subs(primitives.x, z)
+        lines = [self.scalar.doprint(shown)]
+        simpler = None if step.detail.get("slope") is not None else _simplified(derivative)
+        if simpler is not None:
+            lines.append(self.scalar.doprint(simpler.subs(primitives.x, z)))
+        slope = step.detail.get("slope")
+        if slope is not None:
+            named = named_function(fname, "F")(z)
+            in_f = self.scalar.doprint(slope.subs(primitives.a, named))
+            in_a = self.scalar.doprint(slope)
+            if in_f != lines[-1]:
+                lines.append(in_f)
+            lines.append(in_a)
+        if sum(latex_width(line) for line in lines) + 3 * len(lines) < LINE_WIDTH:
+            eqs.append(Equation(rf"{fname}'(z)", [" = ".join(lines)]))
+        else:
+            eqs.append(layout(rf"{fname}'(z)", shown, self.scalar, text=lines[0]))
+            for line in lines[1:]:
+                eqs.append(Equation("", [line]))
+        return eqs
+
+    def step_activation(self, step) -> StepView:
+        fname = self.fname(step)
+        view = self.view(step, f"chain rule through ${fname}$ (elementwise)",
+                         rf"Each entry of ${self.sym(step.target.replace('delta', 'a'))}$ "
+                         "depends only on the same entry of the weighted input, so the chain "
+                         "rule is an entrywise product. SymPy differentiates the activation:")
+        view.scalar = self.activation_scalar(step)
+        if step.detail.get("slope") is not None:
+            view.prose.append(r"Written with the forward value $a$, which the forward pass "
+                              "already computed, the local gradient multiplies entrywise "
+                              r"($\odot$):")
+        else:
+            view.prose.append(r"The local gradient multiplies entrywise ($\odot$):")
+        text = self.printer.doprint(step.expr)
+        if latex_width(text) > LINE_WIDTH - 12:
+            upstream = sp.Symbol(naming.grad(naming.activation(step.layer)))
+            prime = named_function(f"{fname}'", "Fprime")(sp.Symbol(
+                naming.pre_activation(step.layer)))
+            short = self.printer.doprint(upstream * prime)
+            short = short if latex_width(short) < LINE_WIDTH - 12 else text
+            view.equation = layout(self.sym(step.target), step.expr, self.printer,
+                                   tag=step.number, note=self.shape(step.shape), text=short)
+            view.after.append(rf"with ${fname}'$ as above, applied to every entry.")
+        return view
+
+    def step_identity(self, step) -> StepView:
+        return self.view(step, "chain rule through the identity",
+                         "The identity's derivative is 1, so the error signal passes unchanged:")
+
+    def step_softmax(self, step) -> StepView:
+        a = self.sym(naming.activation(step.layer))
+        return self.view(step, "chain rule through softmax",
+                         r"Softmax couples the units of a row: $\partial a_{nk} / \partial z_{nj}"
+                         r" = a_{nk} ([k = j] - a_{nj})$, so "
+                         r"$\delta_{nj} = a_{nj} \bigl(g_{nj} - \sum_k g_{nk} a_{nk}\bigr)$ with "
+                         rf"$g = \partial L / \partial {a}$; in matrix form, with "
+                         r"$\mathbf{1}\mathbf{1}^\top$ spreading each row sum over the row:")
+
+    def step_fused(self, step) -> StepView:
+        fname = self.fname(step)
+        view = self.view(step, f"loss and ${fname}$ together",
+                         "SymPy differentiates the loss and the output activation; their "
+                         "product simplifies:")
+        y = sp.Symbol("y", real=True)
+        view.scalar.append(layout(r"\frac{\partial l}{\partial y}",
+                                  step.detail["loss_derivative"].subs(primitives.y, y),
+                                  self.scalar))
+        view.scalar.append(Equation(rf"{fname}'(z)", [self.scalar.doprint(step.detail["slope"])]))
+        product = sp.Mul(step.detail["loss_derivative"].subs(primitives.y, primitives.a),
+                         step.detail["slope"], evaluate=False)
+        view.scalar.append(Equation(
+            r"\frac{\partial l}{\partial z}",
+            [rf"\left.\frac{{\partial l}}{{\partial y}}\right|_{{y = a}} {fname}'(z) = "
+             + self.scalar.doprint(product) + " = "
+             + self.scalar.doprint(step.detail["combined"])]))
+        view.prose.append("The slope cancels, which is also what keeps this step accurate when "
+                          rf"${fname}$ saturates. For the whole batch:")
+        return view
+
+    def step_fused_softmax(self, step) -> StepView:
+        lemma = step.detail["lemma"]
+        k = lemma["outputs"]
+        zs = sp.symbols(f"z1:{k + 1}", real=True)
+        s = sp.Symbol("S", positive=True)
+        total = sp.Add(*map(sp.exp, zs))
+        derivative = lemma["derivative"].xreplace({total: s})
+        view = self.view(step, "softmax with cross-entropy (a lemma)",
+                         r"\textbf{Lemma.} " if self.target == "tex" else "**Lemma.** ")
+        view.prose[0] += (r"Let $p_k = e^{z_k} / \sum_m e^{z_m}$ and "
+                          r"$l = -\sum_k t_k \log p_k$ with $\sum_k t_k = 1$. Then "
+                          r"$\partial l / \partial z_i = p_i - t_i$. SymPy checks it for "
+                          f"$K = {k}$ outputs: with $S = "
+                          + self.scalar.doprint(total) + "$,")
+        view.scalar.append(layout(r"\frac{\partial l}{\partial z_1}", derivative, self.scalar))
+        verdict = ("simplifies to $p_1 - t_1$" if lemma["proved"] else
+                   "could not be simplified to $p_1 - t_1$ by SymPy")
+        view.prose.append(rf"which, with $t_{k} = 1 - \sum_{{k<{k}}} t_k$, {verdict}. "
+                          "The softmax Jacobian and the logarithm cancel; for the batch:")
+        return view
+
+    def step_weight(self, step) -> StepView:
+        node = self.graph.node(naming.pre_activation(step.layer))
+        d = self.sym(naming.delta(step.layer))
+        index = ", ".join(rf"${entry(s, 'ni')}$" for s in node.sources)
+        prose = (rf"Since $z_{{nj}} = \sum_i a_{{ni}} w_{{ji}} + b_j$, the gradient of "
+                 rf"${self.sym(node.weight)}$ sums over the batch: "
+                 rf"$\bigl(\partial L / \partial {self.sym(node.weight)}\bigr)_{{ji}} = "
+                 rf"\sum_n {entry(naming.delta(step.layer), 'nj')}\, a_{{ni}}$ "
+                 f"(with $a_{{ni}}$ = {index}), which is the matrix product "
+                 rf"${transposed(d)} {self.sym(node.sources[0])}$")
+        if len(node.sources) > 1:
+            prose += ", one column block per source"
+        if self.spec.loss.weight_decay:
+            prose += r", plus $\lambda W$ from the weight decay term"
+        return self.view(step, f"gradient of ${self.sym(node.weight)}$", prose + ":")
+
+    def step_bias(self, step) -> StepView:
+        d = naming.delta(step.layer)
+        return self.view(step, f"gradient of ${self.sym(naming.bias(step.layer))}$",
+                         rf"Each bias adds to its unit for every sample: "
+                         rf"$(\partial L / \partial b)_j = \sum_n {entry(d, 'nj')}$:")
+
+    def step_backprop(self, step) -> StepView:
+        return self.backprop(step, False)
+
+    def step_backprop_sum(self, step) -> StepView:
+        return self.backprop(step, True)
+
+    def backprop(self, step, several: bool) -> StepView:
+        source = step.target[4:]
+        users = [n for n in self.graph.consumers[source]]
+        layers = ", ".join(str(self.graph.node(u).layer) for u in users)
+        a = self.sym(source)
+        prose = (rf"${a}$ feeds layer{'s' if several else ''} {layers}; as "
+                 rf"$z_{{nk}} = \sum_j a_{{nj}} w_{{kj}} + \dots$, the chain rule gives "
+                 rf"$\partial L / \partial a_{{nj}} = \sum_k \delta_{{nk}} w_{{kj}}$")
+        blocks = any(len(self.graph.node(u).sources) > 1 for u in users)
+        if blocks:
+            prose += rf" with the columns of $W$ that multiply ${a}$"
+        if several:
+            prose += "; the contributions of the consumers add up"
+        return self.view(step, "chain rule through "
+                         + ("several consumers" if several else "a dense layer"), prose + ":")
+
+    def step_default(self, step) -> StepView:
+        return self.view(step, step.rule.replace("_", " "), _escape_plain(step.description)
+                         + ":")
+
+    # -- the rest
+
+    def recurrence(self) -> dict:
+        t = self.spec.training
+        return {
+            "learning_rate": _number(t.learning_rate), "momentum": _number(t.momentum),
+            "optimizer": t.optimizer, "mode": t.mode, "batch_size": t.batch_size,
+            "epochs": t.epochs, "decay": _number(t.weight_decay) if t.weight_decay else "",
+            "loss_decay": (_number(self.spec.loss.weight_decay)
+                           if self.spec.loss.weight_decay else ""),
+            "reduction": self.spec.loss.reduction,
+        }
+
+    def per_weight(self, gradients: dict | None) -> list[dict]:
+        if not gradients:
+            return []
+        names = sorted(gradients, key=lambda p: (int("".join(c for c in p if c.isdigit()) or 0),
+                                                 p))
+        entries = [(p, idx, sp.sympify(gradients[p][idx]))
+                   for p in names for idx in _indices(gradients[p])]
+        expressions = [e for _, _, e in entries]
+        abbreviations: list[Equation] = []
+        if any(latex_width(self.scalar.doprint(e)) > LINE_WIDTH - 14 for e in expressions):
+            symbols = sp.numbered_symbols("u_", start=1, real=True)
+            replaced, expressions = sp.cse(expressions, symbols=symbols, optimizations="basic")
+            abbreviations = [layout(self.scalar.doprint(u), value, self.scalar)
+                             for u, value in replaced]
+        groups = []
+        for param in names:
+            items = []
+            for (p, idx, _), expr in zip(entries, expressions):
+                if p != param:
+                    continue
+                items.append({"matrix": self.matrix_entry(p, idx),
+                              "equation": layout(self.weight_symbol(p, idx), expr,
+                                                 self.scalar)})
+            groups.append({"param": self.sym(param), "items": items,
+                           "general": self.matrix_entry(param, None)})
+        return [{"abbreviations": abbreviations, "groups": groups}]
+
+    def weight_symbol(self, param: str, idx: tuple) -> str:
+        head = entry(param, _index(idx if param.startswith("W") else idx[:1]))
+        return rf"\frac{{\partial L}}{{\partial {head}}}"
+
+    def matrix_entry(self, param: str, idx: tuple | None) -> str:
+        """``(dL/dW)_{ji} = sum_n delta_nj a_ni`` for one entry (or in general, idx None)."""
+        layer = int("".join(c for c in param if c.isdigit()))
+        delta = naming.delta(layer)
+        node = self.graph.node(naming.pre_activation(layer))
+        if idx is None:
+            j, i = "j", "i"
+        else:
+            j, i = str(idx[0] + 1), str(idx[1] + 1) if len(idx) > 1 else ""
+        lhs = rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{i}}}"
+        sep = "," if (len(j) > 1 or len(i) > 1) else ""
+        if param.startswith("b"):
+            return rf"{lhs} = \sum_{{n}} {entry(delta, 'n' + sep + j)}"
+        if idx is None:
+            source = entry(node.sources[0], "ni") if len(node.sources) == 1 else "a_{ni}"
+        else:
+            column = idx[1]
+            source = ""
+            for src, start, stop in self.graph.blocks(node):
+                if start <= column < stop:
+                    column_in = column - start + 1
+                    src_node = self.graph.node(src)
+                    if src_node.op == "slice":
+                        src, column_in = naming.INPUT, src_node.start + column_in
+                    source = entry(src, "n" + ("," if column_in > 9 or len(j) > 1 else "")
+                                   + str(column_in))
+        text = rf"{lhs} = \sum_{{n}} {entry(delta, 'n' + sep + j)}\, {source}"
+        if self.spec.loss.weight_decay:
+            text += rf" + \lambda {entry(param, j + sep + i)}"
+        return text
+
+
+def _indices(matrix) -> list[tuple]:
+    matrix = sp.Matrix(matrix)
+    return [(r, c) for r in range(matrix.rows) for c in range(matrix.cols)]
+
+
+def _index(idx: tuple) -> str:
+    parts = [str(i + 1) for i in idx]
+    return ("," if any(len(p) > 1 for p in parts) else "").join(parts)
+
+
+def _number(value: float) -> str:
+    return repr(float(value)).removesuffix(".0") if float(value).is_integer() else repr(value)
+
+
+def _escape_plain(text: str) -> str:
+    return "".join({"_": " ", "^": "", "&": "and", "%": "percent", "#": "", "$": "",
+                    "\\": "", "{": "", "}": ""}.get(c, c) for c in text)
+
+
+@lru_cache(maxsize=None)
+def _simplified(derivative: sp.Expr) -> sp.Expr | None:
+    """SymPy's simplification of f'(x) when it is shorter than the raw derivative."""
+    if derivative.has(sp.Piecewise, sp.Heaviside) or sp.count_ops(derivative) > 60:
+        return None
+    simpler = sp.simplify(derivative)
+    if sp.count_ops(simpler) < sp.count_ops(derivative) and simpler != derivative:
+        return simpler
+    return None
+
+
+# --------------------------------------------------------------------------- environments
+
+@lru_cache(maxsize=None)
+def latex_environment() -> jinja2.Environment:
+    """Jinja2 over ``templates/`` with LaTeX-friendly delimiters: ``\\VAR{}``, ``\\BLOCK{}``."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        block_start_string=r"\BLOCK{", block_end_string="}",
+        variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}",
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+
+
+def _context(derivation, per_weight, target: str) -> dict:
+    builder = _Builder(derivation, target)
+    spec = derivation.spec
+    return {
+        "spec": spec, "name": builder.name(spec.name), "layers": builder.layers(),
+        "forward": builder.steps("forward"), "loss": builder.steps("loss"),
+        "backward": builder.steps("backward"), "training": builder.recurrence(),
+        "per_weight": builder.per_weight(per_weight), "skip": any(
+            len(n.sources) > 1 for n in derivation.graph.nodes if n.op == "dense"),
+        "decay": bool(spec.loss.weight_decay), "groups": len(spec.inputs) > 1,
+        "uses_heaviside": any(s.expr.has(sp.Heaviside) for s in derivation.steps
+                              if isinstance(s.expr, sp.Basic)),
+    }
+
+
+def render_latex(derivation, *, per_weight: dict | None = None) -> str:
+    """A standalone LaTeX document of the derivation (pdflatex, base packages only)."""
+    return latex_environment().get_template("derivation.tex.j2").render(
+        _context(derivation, per_weight, "tex"))
+
+
+def render_latex_body(derivation) -> str:
+    """The numbered equations alone, as one ``align`` environment (``_repr_latex_``)."""
+    builder = _Builder(derivation, "md")
+    rows = []
+    for phase in ("forward", "loss", "backward"):
+        for view in builder.steps(phase):
+            eq = view.equation
+            for index, line in enumerate(eq.lines):
+                lhs = eq.lhs if index == 0 else ""
+                rel = "&=" if index == 0 else r"&\quad"
+                last = index == len(eq.lines) - 1
+                end = rf"\tag{{{eq.tag}}}" if last else r"\notag"
+                rows.append(f"{lhs} {rel} {line} {end}")
+    return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
+
+
+def render_markdown(derivation, *, per_weight: dict | None = None) -> str:
+    """The derivation in Markdown with ``$$`` math (GitHub, Jupyter)."""
+    return environment().get_template("derivation.md.j2").render(
+        _context(derivation, per_weight, "md"))
+
+
+# --------------------------------------------------------------------------- plain text
+
+class TextPrinter(StrPrinter):
+    """Steps as one-line formulas for a terminal: ``δ2 = dL/dA2 ⊙ A2 ⊙ (1 - A2)``."""
+
+    def _print_Symbol(self, expr):
+        return naming.text(expr.name)
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _is_array(self, expr) -> bool:
+        return any(s.name not in (naming.BATCH, naming.DECAY) for s in expr.free_symbols
+                   if isinstance(s, sp.Symbol)) or expr.has(Total)
+
+    def _print_Mul(self, expr):
+        factors = sp.Mul.make_args(expr)
+        arrays = [f for f in factors if self._is_array(f) and not
+                  (isinstance(f, sp.Pow) and f.exp.is_negative)]
+        if len(arrays) < 2:
+            return super()._print_Mul(expr)
+        rest = sp.Mul(*[f for f in factors if f not in arrays])
+        arrays.sort(key=lambda f: not (isinstance(f, sp.Symbol) and f.name.startswith("dL_d")))
+        body = " ⊙ ".join(self.parenthesize(f, 50) for f in arrays)
+        if rest == 1:
+            return body
+        if rest == -1:
+            return f"-({body})"
+        return f"{self.parenthesize(rest, 50)} * ({body})"
+
+    def _print_Transpose(self, expr):
+        return f"{self.parenthesize(expr.arg, 999)}ᵀ"
+
+    def _print_MatMul(self, expr):
+        return " ".join(self.parenthesize(a, 50) for a in expr.args)
+
+    def _print_MatAdd(self, expr):
+        return " + ".join(self._print(a) for a in expr.args)
+
+    def _print_OneMatrix(self, expr):
+        return "1"
+
+    def _print_BlockMatrix(self, expr):
+        return "[" + " | ".join(self._print(b) for b in expr.blocks) + "]"
+
+    def _print_Total(self, expr):
+        return f"Σ({self._print(expr.args[0])})"
+
+    def _print_RowSum(self, expr):
+        return f"rowsum({self._print(expr.args[0])})"
+
+    def _print_Sigmoid(self, expr):
+        return f"σ({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        return f"H({self._print(expr.args[0])})"
+
+
+def render_text(derivation, *, per_weight: dict | None = None) -> str:
+    """A plain-text view: one numbered line per step, with its rule and shape."""
+    printer = TextPrinter()
+    rows = []
+    for step in derivation.steps:
+        shape = "×".join(str(d) for d in step.shape) if step.shape else "scalar"
+        rows.append({"number": step.number, "phase": step.phase,
+                     "lhs": naming.text(step.target), "rhs": printer.doprint(step.expr),
+                     "shape": shape, "rule": step.description,
+                     "layer": step.layer, "detail": _text_detail(step, printer)})
+    weights = []
+    for param in sorted(per_weight or {}):
+        matrix = sp.Matrix(per_weight[param])
+        for idx in _indices(matrix):
+            weights.append((f"dL/d{param}[{_index(idx)}]",
+                            printer.doprint(matrix[idx])))
+    return environment().get_template("derivation.txt.j2").render(
+        spec=derivation.spec, steps=rows, weights=weights)
+
+
+def _text_detail(step, printer: TextPrinter) -> str:
+    detail = step.detail
+    if step.rule == "activation":
+        text = f"f(x) = {detail['function']}, f'(x) = {detail['derivative']}"
+        if detail.get("slope") is not None:
+            text += f" = {detail['slope']} with a = f(x)"
+        return text
+    if step.rule == "loss_derivative":
+        return f"l(y, t) = {detail['per_output']}, dl/dy = {detail['derivative']}"
+    if step.rule == "fused":
+        return (f"dl/dy = {detail['loss_derivative']}, f' = {detail['slope']}: "
+                f"together {detail['combined']}")
+    if step.rule == "fused_softmax":
+        return "softmax with cross-entropy: dl/dz = p - t (checked by SymPy)"
+    if step.rule == "loss":
+        return f"l(y, t) = {detail['per_output']}, reduction {detail['reduction']}"
+    return ""
