@@ -71,9 +71,10 @@ class NamedFunction(sp.Function):
 
     latex_name = "f"
 
-    def _latex(self, printer):
+    def _latex(self, printer, exp=None):
         args = ", ".join(printer._print(a) for a in self.args)
-        return rf"{self.latex_name}\left({args}\right)"
+        text = rf"{self.latex_name}\left({args}\right)"
+        return rf"{text}^{{{exp}}}" if exp else text
 
 
 def named_function(latex_name: str, key: str) -> type:

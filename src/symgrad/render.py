@@ -22,6 +22,7 @@ the line width only when a single unbreakable piece is too wide.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -190,9 +191,10 @@ class _Builder:
     def layers(self) -> list[dict]:
         rows = [{"index": 0, "name": self.name("input"), "sources": "",
                  "units": str(self.spec.n_inputs), "activation": "",
-                 "params": rf"$X \in \mathbb{{R}}^{{N \times {self.spec.n_inputs}}}$"}]
+                 "params": rf"$X \in \mathbb{{R}}^{{N \times {self.spec.n_inputs}}}$",
+                 "groups": ""}]
         if len(self.spec.inputs) > 1:
-            rows[0]["activation"] = ", ".join(
+            rows[0]["groups"] = ", ".join(
                 f"{self.name(g)}: ${self.sym(naming.input_group(g))}$ ({size})"
                 for g, size in self.spec.inputs)
         for index, layer in enumerate(self.spec.layers, start=1):
@@ -393,6 +395,9 @@ class _Builder:
         s = sp.Symbol("S", positive=True)
         total = sp.Add(*map(sp.exp, zs))
         derivative = lemma["derivative"].xreplace({total: s})
+        derivative = derivative.xreplace({v: sp.Symbol(f"{v.name[0]}_{{{v.name[1:]}}}", real=True)
+                                          for v in derivative.free_symbols if v != s})
+        total = total.xreplace({v: sp.Symbol(f"z_{{{v.name[1:]}}}", real=True) for v in zs})
         view = self.view(step, "softmax with cross-entropy (a lemma)",
                          r"\textbf{Lemma.} " if self.target == "tex" else "**Lemma.** ")
         view.prose[0] += (r"Let $p_k = e^{z_k} / \sum_m e^{z_m}$ and "
@@ -475,60 +480,80 @@ class _Builder:
                                                  p))
         entries = [(p, idx, sp.sympify(gradients[p][idx]))
                    for p in names for idx in _indices(gradients[p])]
+        symbols = set().union(*(e.free_symbols for _, _, e in entries))
+        batch = [s for s in symbols if re.fullmatch(r"x_\d+_\d+", s.name)]
+        samples = 1 + max(int(s.name.split("_")[1]) for s in batch) if batch else None
+        scalar = DerivationLatexPrinter(arrays=False, names=_scalar_names(self.spec, samples))
         expressions = [e for _, _, e in entries]
         abbreviations: list[Equation] = []
-        if any(latex_width(self.scalar.doprint(e)) > LINE_WIDTH - 14 for e in expressions):
-            symbols = sp.numbered_symbols("u_", start=1, real=True)
-            replaced, expressions = sp.cse(expressions, symbols=symbols, optimizations="basic")
-            abbreviations = [layout(self.scalar.doprint(u), value, self.scalar)
-                             for u, value in replaced]
+        if any(latex_width(scalar.doprint(e)) > LINE_WIDTH - 14 for e in expressions):
+            numbered = sp.numbered_symbols("u_", start=1, real=True)
+            replaced, expressions = sp.cse(expressions, symbols=numbered, optimizations="basic")
+            abbreviations = [layout(scalar.doprint(u), value, scalar) for u, value in replaced]
         groups = []
         for param in names:
-            items = []
+            runs: list[dict] = []
             for (p, idx, _), expr in zip(entries, expressions):
                 if p != param:
                     continue
-                items.append({"matrix": self.matrix_entry(p, idx),
-                              "equation": layout(self.weight_symbol(p, idx), expr,
-                                                 self.scalar)})
-            groups.append({"param": self.sym(param), "items": items,
-                           "general": self.matrix_entry(param, None)})
-        return [{"abbreviations": abbreviations, "groups": groups}]
+                lhs, rhs = self.matrix_entry(p, idx)
+                eq = layout(self.weight_symbol(p, idx), expr, scalar)
+                inline = not eq.multiline and not eq.resize and latex_width(
+                    lhs + rhs + eq.lhs + eq.lines[0]) < LINE_WIDTH + 12
+                if not runs or runs[-1]["inline"] != inline or not inline:
+                    runs.append({"inline": inline, "entries": []})
+                runs[-1]["entries"].append({"lhs": lhs, "rhs": rhs, "equation": eq})
+            lhs, rhs = self.matrix_entry(param, None)
+            groups.append({"param": self.sym(param), "runs": runs, "general": f"{lhs} = {rhs}"})
+        return [{"abbreviations": abbreviations, "groups": groups, "samples": samples}]
 
     def weight_symbol(self, param: str, idx: tuple) -> str:
         head = entry(param, _index(idx if param.startswith("W") else idx[:1]))
         return rf"\frac{{\partial L}}{{\partial {head}}}"
 
-    def matrix_entry(self, param: str, idx: tuple | None) -> str:
-        """``(dL/dW)_{ji} = sum_n delta_nj a_ni`` for one entry (or in general, idx None)."""
+    def matrix_entry(self, param: str, idx: tuple | None) -> tuple[str, str]:
+        """``(dL/dW)_{ji} = sum_n delta_nj a_ni`` for one entry (or in general, idx None).
+
+        Indices count from 0, as in the generated code and :mod:`symgrad.expand`.
+        """
         layer = int("".join(c for c in param if c.isdigit()))
         delta = naming.delta(layer)
         node = self.graph.node(naming.pre_activation(layer))
         if idx is None:
-            j, i = "j", "i"
+            j, i, sep = "j", "" if param.startswith("b") else "i", ""
         else:
-            j, i = str(idx[0] + 1), str(idx[1] + 1) if len(idx) > 1 else ""
-        lhs = rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{i}}}"
-        sep = "," if (len(j) > 1 or len(i) > 1) else ""
+            j, i = str(idx[0]), str(idx[1]) if len(idx) > 1 else ""
+            sep = "," if (len(j) > 1 or len(i) > 1) else ""
+        lhs = rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{sep}{i}}}"
         if param.startswith("b"):
-            return rf"{lhs} = \sum_{{n}} {entry(delta, 'n' + sep + j)}"
+            return lhs, rf"\sum_{{n}} {entry(delta, 'n' + (',' if len(j) > 1 else '') + j)}"
         if idx is None:
             source = entry(node.sources[0], "ni") if len(node.sources) == 1 else "a_{ni}"
         else:
-            column = idx[1]
-            source = ""
+            column, source = idx[1], ""
             for src, start, stop in self.graph.blocks(node):
                 if start <= column < stop:
-                    column_in = column - start + 1
+                    column_in = column - start
                     src_node = self.graph.node(src)
                     if src_node.op == "slice":
                         src, column_in = naming.INPUT, src_node.start + column_in
-                    source = entry(src, "n" + ("," if column_in > 9 or len(j) > 1 else "")
-                                   + str(column_in))
-        text = rf"{lhs} = \sum_{{n}} {entry(delta, 'n' + sep + j)}\, {source}"
+                    source = entry(src, "n" + ("," if column_in > 9 else "") + str(column_in))
+        text = rf"\sum_{{n}} {entry(delta, 'n' + (',' if len(j) > 1 else '') + j)}\, {source}"
         if self.spec.loss.weight_decay:
             text += rf" + \lambda {entry(param, j + sep + i)}"
-        return text
+        return lhs, text
+
+
+def _scalar_names(spec, samples: int | None) -> dict[str, str]:
+    """LaTeX of the scalar expansion's symbols (``w1_0_1`` -> ``w^{(1)}_{01}``)."""
+    try:
+        from .expand import latex_names
+    except ImportError:  # pragma: no cover - the expansion is optional
+        return {}
+    try:
+        return {symbol.name: text for symbol, text in latex_names(spec, samples).items()}
+    except Exception:  # noqa: BLE001 - names are cosmetic; never fail the document on them
+        return {}
 
 
 def _indices(matrix) -> list[tuple]:
@@ -537,7 +562,7 @@ def _indices(matrix) -> list[tuple]:
 
 
 def _index(idx: tuple) -> str:
-    parts = [str(i + 1) for i in idx]
+    parts = [str(i) for i in idx]
     return ("," if any(len(p) > 1 for p in parts) else "").join(parts)
 
 
