@@ -115,7 +115,9 @@ def test_per_weight_compiles(tmp_path):
 
 @needs_pdflatex
 def test_repr_latex_compiles(tmp_path):
-    body = derive(built_specs()["skip"])._repr_latex_()
+    d = derive(built_specs()["skip"])
+    body = d._repr_latex_()
+    assert body == render_latex_body(d)
     assert body.startswith(r"\begin{align}") and r"\tag{7}" in body
     compile_latex("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n"
                   "\\begin{document}\n" + body + "\n\\end{document}\n", tmp_path)
