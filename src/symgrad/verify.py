@@ -633,19 +633,23 @@ def _derivation(spec):
     return derive(spec)
 
 
-_REFERENCE_CACHE: dict[str, Any] = {}
+_CACHE: dict[int, tuple[Any, Any, Any]] = {}  # id(derivation) -> (derivation, module, model)
 
 
-def _reference_module(derivation):
+def _reference(derivation) -> tuple[Any, _Model]:
+    """The generated module (the reference) and the layer-level model of a derivation."""
     from .codegen import generate_module_source, load_module
 
+    hit = _CACHE.get(id(derivation))
+    if hit is not None and hit[0] is derivation:
+        return hit[1], hit[2]
     source = generate_module_source(derivation)
-    if source not in _REFERENCE_CACHE:
-        if len(_REFERENCE_CACHE) > 16:
-            _REFERENCE_CACHE.clear()
-        _REFERENCE_CACHE[source] = load_module(
-            source, name=f"symgrad_verify_{derivation.spec.name}")
-    return _REFERENCE_CACHE[source]
+    module = load_module(source, name=f"symgrad_verify_{derivation.spec.name}")
+    model = _Model(derivation)
+    if len(_CACHE) > 32:
+        _CACHE.clear()
+    _CACHE[id(derivation)] = (derivation, module, model)
+    return module, model
 
 
 def _close(x: np.ndarray, y: np.ndarray, rtol: float) -> bool:
@@ -660,9 +664,10 @@ def verify_gradient(spec, grad_fn: Callable, *, points: int = 3,
 
     ``spec`` is a :class:`~symgrad.spec.NetworkSpec`, a
     :class:`~symgrad.derive.Derivation` or the path of a TOML spec.  Entry
-    ``i`` fails when ``|got - expected| > rtol * (|expected| + 1e-2 * s)``, ``s``
-    the largest ``|expected|`` of the parameter; ``rtol`` is 1e-6, or 2e-4 when
-    ``grad_fn`` returns float32 arrays.
+    ``i`` fails when its relative error ``|got - expected| / (|expected| + 1e-2 * s)``
+    exceeds ``rtol`` (``s``, the largest ``|expected|`` of the parameter, keeps
+    zero entries from dividing by zero); ``rtol`` is 1e-6, or 2e-4 when
+    ``grad_fn`` returns float32 arrays.  ``max_rel_err`` is that relative error.
     """
     if points < 1:
         raise VerifyInputError(f"points must be at least 1, got {points}")
@@ -670,8 +675,7 @@ def verify_gradient(spec, grad_fn: Callable, *, points: int = 3,
     if not batch_sizes or min(batch_sizes) < 1:
         raise VerifyInputError(f"batch sizes must be at least 1, got {batch_sizes}")
     derivation = _derivation(spec)
-    module = _reference_module(derivation)
-    model = _Model(derivation)
+    module, model = _reference(derivation)
     shapes = dict(derivation.graph.params)
     label = label or getattr(grad_fn, "__qualname__", repr(grad_fn))
     rng = np.random.default_rng(seed)
@@ -719,10 +723,18 @@ def verify_gradient(spec, grad_fn: Callable, *, points: int = 3,
     shape_errors = [v for v in verdicts.values() if v.shape_error]
     if shape_errors:
         v = shape_errors[0]
-        hint = next((d.message.split(": ", 1)[-1] for d in v.diagnoses
-                     if d.code in ("transposed", "bias_not_summed", "shape", "swapped")), "")
+        codes = [d.code for d in v.diagnoses]
+        hint = next((_SHAPE_HINTS[c] for c in codes if c in _SHAPE_HINTS), "")
+        if not hint and any("reshape" in d.message for d in v.diagnoses):
+            hint = "same values, wrong shape: reshape it"
         report.bad_input = f"{label}: {v.shape_error}" + (f" ({hint})" if hint else "")
     return report
+
+
+_SHAPE_HINTS = {"transposed": "it is the transposed gradient",
+                "bias_not_summed": "per-sample rows: the bias gradient is not summed over "
+                                   "the batch",
+                "swapped": "it is the gradient of another parameter"}
 
 
 def _compare(verdict: ParamVerdict, got: np.ndarray, expected: np.ndarray, tol: float,
@@ -732,8 +744,7 @@ def _compare(verdict: ParamVerdict, got: np.ndarray, expected: np.ndarray, tol: 
         verdict.passed = False
         verdict.failed_evaluations += 1
         verdict.max_abs_err = verdict.max_rel_err = math.inf
-        if verdict.shape_error is None:
-            verdict.shape_error = (f"gradient '{verdict.name}' has shape {got.shape}, "
+        verdict.shape_error = (f"gradient '{verdict.name}' has shape {got.shape}, "
                                    f"expected {expected.shape}")
         return True
     g = got.astype(np.float64)
@@ -742,9 +753,8 @@ def _compare(verdict: ParamVerdict, got: np.ndarray, expected: np.ndarray, tol: 
     with np.errstate(all="ignore"):
         diff = np.abs(g - e)
         scale = float(np.max(np.abs(np.where(np.isfinite(e), e, 0.0)), initial=0.0))
-        bad = (diff > tol * (np.abs(e) + 1e-2 * scale) + 1e-300) | nonfinite
-        rel = np.where(nonfinite, np.inf, diff / np.maximum(np.abs(e), max(1e-12 * scale,
-                                                                          1e-300)))
+        rel = np.where(nonfinite, np.inf, diff / (np.abs(e) + 1e-2 * scale + 1e-300))
+        bad = (rel > tol) | nonfinite
     if verdict.mismatch is None:
         verdict.mismatch = np.zeros(e.shape, dtype=bool)
         verdict.nonfinite = np.zeros(e.shape, dtype=bool)
@@ -753,8 +763,7 @@ def _compare(verdict: ParamVerdict, got: np.ndarray, expected: np.ndarray, tol: 
     abs_err = float(np.max(np.where(nonfinite, np.inf, diff), initial=0.0))
     rel_err = float(np.max(rel, initial=0.0))
     if bad.any():
-        worst_flat = int(np.argmax(np.where(nonfinite, np.inf, diff / (np.abs(e) + 1e-2 * scale
-                                                                        + 1e-300))))
+        worst_flat = int(np.argmax(rel))
         index = np.unravel_index(worst_flat, e.shape) if e.shape else ()
         if verdict.worst is None or abs_err > verdict.max_abs_err:
             verdict.worst = {"point": point, "batch_size": n,
