@@ -371,8 +371,9 @@ def run(args) -> int:
           + (f", {len(options['schedule'])} schedule phases" if options["schedule"] else ""))
     progress = None if args.quiet else ProgressBar(options["epochs"])
     try:
-        result = fit(module, task, options, tolerance=tolerance,
-                     stop_when_solved=args.stop_when_solved, progress=progress)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            result = fit(module, task, options, tolerance=tolerance,
+                         stop_when_solved=args.stop_when_solved, progress=progress)
     except FloatingPointError as exc:
         print(f"symgrad: training diverged: {exc}; no parameters written", file=sys.stderr)
         return EXIT_DIVERGED
