@@ -72,35 +72,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _renderers():
-    """(render_text, render_latex) from symgrad.render, or plain fallbacks if it is missing."""
-    try:
-        from .render import render_latex, render_text
-    except ImportError:  # pragma: no cover - only until symgrad.render lands
-        return _fallback_text, _fallback_latex
-    return render_text, render_latex
-
-
-def _fallback_text(derivation) -> str:  # pragma: no cover - see _renderers
-    import sympy as sp
-
-    lines = [f"Backpropagation in the network {derivation.spec.name}", ""]
-    for step in [*derivation.forward, derivation.loss_step, *derivation.backward]:
-        lines.append(f"({step.number}) {step.target} = {sp.sstr(step.expr)}")
-    return "\n".join(lines) + "\n"
-
-
-def _fallback_latex(derivation) -> str:  # pragma: no cover - see _renderers
-    import sympy as sp
-
-    body = "\n".join(
-        f"\\begin{{equation}}\\tag{{{step.number}}} {sp.latex(sp.Symbol(step.target))} = "
-        f"{sp.latex(step.expr)}\\end{{equation}}"
-        for step in [*derivation.forward, derivation.loss_step, *derivation.backward])
-    return ("\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
-            f"{body}\n\\end{{document}}\n")
-
-
 def _write(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
@@ -116,6 +87,7 @@ def run(args) -> int:
     from .check import check_module
     from .codegen import generate_module_source, load_module
     from .derive import derive
+    from .render import render_latex, render_text
     from .spec import loads_spec
     from .tasks import load_task
     from .train import ProgressBar, fit, training_options
@@ -127,7 +99,6 @@ def run(args) -> int:
         raise UsageError(f"--out {out}: exists and is not a folder")
     spec = loads_spec(XOR_SPEC, path="xor.toml")
     derivation = derive(spec)
-    render_text, render_latex = _renderers()
 
     _heading("1. The derivation (symgrad derive xor.toml)")
     print(render_text(derivation), end="")
