@@ -327,7 +327,10 @@ class ProofResult:
                          f"{ce['formula_value']}, the derivation gives {ce['derived_value']}")
             lines.append("  at:")
             for name, value in ce["values"].items():
-                lines.append(f"    {name} = {_show(value)}")
+                count = sum(len(row) for row in value)
+                shown = _show(value) if count <= 36 else \
+                    f"({len(value)}x{len(value[0])}, in the JSON output)"
+                lines.append(f"    {name} = {shown}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -463,21 +466,35 @@ def prove_gradient_formula(spec, param: str, formula: str, *, seed: int = 0,
                            f"{', '.join(derivation.gradients)})")
     sizes = _batch_sizes(derivation)
     tree = parse_formula(formula, _Problem(derivation, sizes[0]).names())
-    substitutions: list[str] = []
-    proved_all = True
-    for n in sizes:
-        problem = _Problem(derivation, n)
-        outcome = _symbolic(problem, param, tree, substitutions)
-        if isinstance(outcome, str):
-            return ProofResult(param, formula, "wrong_shape", outcome, sizes, substitutions)
-        proved_all &= outcome
-    if proved_all:
-        used = f"; substituted {', '.join(substitutions)}" if substitutions else ""
-        return ProofResult(param, formula, "proved",
-                           f"every entry of the formula equals dL/d{param} identically, exact "
-                           f"symbolic arithmetic at N={sizes[0]} and N={sizes[1]} with the "
-                           f"network's layer sizes{used}", sizes, substitutions)
     rng = np.random.default_rng(seed)
+    substitutions: list[str] = []
+    # 1. exact arithmetic, every non-algebraic quantity an independent random atom:
+    #    a nonzero difference means no identity can hold at any level of substitution.
+    identity = True
+    for n in sizes:
+        for _ in range(2):
+            outcome = _free_check(_Problem(derivation, n), param, tree, rng)
+            if isinstance(outcome, str):
+                return ProofResult(param, formula, "wrong_shape", outcome, sizes)
+            identity &= outcome
+    # 2. the proof: symbolic entries, steps substituted by their definitions as needed
+    #    (wide layers capped at SYMBOLIC_WIDTH units: the step formulas do not depend on widths).
+    if identity:
+        small, capped = _shrunk(derivation)
+        small_sizes = _batch_sizes(small)
+        proved = all(_symbolic(_Problem(small, n), param, tree, substitutions, rng)
+                     for n in small_sizes)
+        if proved:
+            used = f"; substituted {', '.join(substitutions)}" if substitutions else ""
+            where = (f"layer widths capped at {SYMBOLIC_WIDTH} (and confirmed at the network's "
+                     "own sizes in exact arithmetic at random rational points)" if capped
+                     else "the network's layer sizes")
+            return ProofResult(param, formula, "proved",
+                               f"every entry of the formula equals dL/d{param} identically, "
+                               f"exact symbolic arithmetic at N={small_sizes[0]} and "
+                               f"N={small_sizes[1]} with {where}{used}", small_sizes,
+                               substitutions)
+    # 3. a counterexample at consistent values of every quantity.
     for n in sizes:
         for _ in range(points):
             found = _counterexample(_Problem(derivation, n), param, tree, rng)
@@ -487,14 +504,61 @@ def prove_gradient_formula(spec, param: str, formula: str, *, seed: int = 0,
                 return ProofResult(param, formula, "counterexample",
                                    f"the formula differs from dL/d{param} at N={n}",
                                    sizes, substitutions, found)
+    why = ("the symbolic check ran out of time" if identity else
+           "the identity would need a relation such as a = f(z) between the quantities")
     return ProofResult(param, formula, "agrees_numerically",
-                       f"no symbolic proof found, but the formula agrees with dL/d{param} to "
+                       f"no symbolic proof ({why}), but the formula agrees with dL/d{param} to "
                        f"{DIGITS} digits at {points * len(sizes)} random points (N={sizes[0]}, "
                        f"{sizes[1]}); this is evidence, not a proof", sizes, substitutions)
 
 
-def _symbolic(problem: _Problem, param: str, tree, substitutions: list[str]) -> bool | str:
-    """True when proved, False when not, a message for a shape error."""
+SYMBOLIC_WIDTH = 4
+
+
+def _shrunk(derivation):
+    """The same network with every width capped at SYMBOLIC_WIDTH; (derivation, capped?)."""
+    import dataclasses
+
+    from .derive import derive
+
+    spec = derivation.spec
+    widths = [size for _, size in spec.inputs] + [layer.units for layer in spec.layers]
+    if max(widths) <= SYMBOLIC_WIDTH:
+        return derivation, False
+    inputs = tuple((group, min(size, SYMBOLIC_WIDTH)) for group, size in spec.inputs)
+    layers = tuple(dataclasses.replace(layer, units=min(layer.units, SYMBOLIC_WIDTH))
+                   for layer in spec.layers)
+    return derive(dataclasses.replace(spec, inputs=inputs, layers=layers)), True
+
+
+def _free_check(problem: _Problem, param: str, tree, rng) -> bool | str:
+    """Exact evaluation with independent random atoms; True when the two sides agree."""
+    values = _random_values(problem, rng)
+    env = problem.walker_env(values)
+    for target, step in problem.steps.items():
+        if _algebraic(step.expr):
+            env[target] = problem.walk(env, step.expr)
+        else:
+            rows, cols = problem.shapes[target]
+            env[target] = sp.ImmutableMatrix(rows, cols, lambda i, j: _rational(rng))
+    try:
+        value = _Evaluator(problem.formula_env(env))(tree)
+    except _ShapeError as exc:
+        return f"the formula does not type-check at N={problem.n}: {exc}"
+    fitted = _fit(param, problem, value)
+    if isinstance(fitted, str):
+        return fitted
+    derived = env[problem.derivation.gradients[param]]
+    return all(f - g == 0 for f, g in zip(fitted.data, tuple(derived)))
+
+
+def _rational(rng, size: float = 2.0):
+    return sp.Rational(int(rng.integers(-int(4 * size), int(4 * size) + 1)),
+                       int(rng.integers(2, 6)))
+
+
+def _symbolic(problem: _Problem, param: str, tree, substitutions: list[str], rng) -> bool:
+    """True when every entry of formula - gradient is identically zero."""
     atoms: dict[str, sp.ImmutableMatrix] = {}
     owner: dict[sp.Symbol, str] = {}
     for name, (rows, cols) in problem.shapes.items():
@@ -503,24 +567,21 @@ def _symbolic(problem: _Problem, param: str, tree, substitutions: list[str]) -> 
         for row in symbols:
             owner.update((s, name) for s in row)
     env = problem.walker_env(atoms)
-    try:
-        value = _Evaluator(problem.formula_env(env))(tree)
-    except _ShapeError as exc:
-        return f"the formula does not type-check at N={problem.n}: {exc}"
-    fitted = _fit(param, problem, value)
-    if isinstance(fitted, str):
-        return fitted
+    fitted = _fit(param, problem, _Evaluator(problem.formula_env(env))(tree))
     step = problem.steps[problem.derivation.gradients[param]]
-    derived = _Arr(fitted.shape, tuple(problem.walk(env, step.expr)))
-    left, right = list(fitted.data), list(derived.data)
+    left, right = list(fitted.data), list(tuple(problem.walk(env, step.expr)))
     start = time.monotonic()
-    while True:
-        if all(_is_zero(f - g) for f, g in zip(left, right)):
+    while time.monotonic() - start < _SYMBOLIC_SECONDS:
+        differences = [f - g for f, g in zip(left, right)]
+        present = {s for d in differences for s in d.free_symbols if s in owner}
+        trial = {s: _rational(rng) for s in present}
+        if all(d.xreplace(trial) == 0 for d in differences) and all(
+                _is_zero(d) for d in differences):
             return True
-        present = {owner[s] for v in left + right for s in v.free_symbols if s in owner}
-        candidates = [problem.steps[name] for name in present if name in problem.steps
+        names = {owner[s] for s in present}
+        candidates = [problem.steps[name] for name in names if name in problem.steps
                       and _algebraic(problem.steps[name].expr)]
-        if not candidates or time.monotonic() - start > _SYMBOLIC_SECONDS:
+        if not candidates:
             return False
         step = max(candidates, key=lambda s: s.number)
         definition = problem.walk(env, step.expr)
@@ -531,18 +592,15 @@ def _symbolic(problem: _Problem, param: str, tree, substitutions: list[str]) -> 
         label = f"({step.number}) {step.target}"
         if label not in substitutions:
             substitutions.append(label)
+    return False
 
 
 def _random_values(problem: _Problem, rng: np.random.Generator) -> dict:
     derivation = problem.derivation
     spec, graph = derivation.spec, derivation.graph
 
-    def rational(size: float = 2.0):
-        return sp.Rational(int(rng.integers(-int(4 * size), int(4 * size) + 1)),
-                           int(rng.integers(2, 6)))
-
     def matrix(rows, cols, size=2.0):
-        return sp.ImmutableMatrix(rows, cols, [rational(size) for _ in range(rows * cols)])
+        return sp.ImmutableMatrix(rows, cols, [_rational(rng, size) for _ in range(rows * cols)])
 
     n = problem.n
     values = {naming.INPUT: matrix(n, spec.n_inputs)}
@@ -603,10 +661,10 @@ def _counterexample(problem: _Problem, param: str, tree, rng) -> dict | str | No
     shown = _names_in(tree) | _names_in_expr(derivation.step(
         derivation.gradients[param]).expr)
     leaves = [naming.INPUT, naming.TARGET, *derivation.graph.params]
-    shown_values = {}
-    for name in [*sorted(shown - set(leaves)), *leaves]:
-        if name in env and isinstance(env[name], sp.MatrixBase):
-            shown_values[name] = _plain(env[name], exact)
+    small = sum(env[name].shape[0] * env[name].shape[1] for name in leaves) <= 80
+    names = [*sorted(shown - set(leaves)), *(name for name in leaves if small or name in shown)]
+    shown_values = {name: _plain(env[name], exact) for name in names
+                    if isinstance(env.get(name), sp.MatrixBase)}
     return {
         "N": problem.n, "entry": list(entry),
         "formula_value": _number(fitted.data[worst], exact),

@@ -782,7 +782,8 @@ def _context(model: _Model, params, X, T, expected, model_ok: bool) -> tuple[dic
     """The diagnose context: alternatives from the planted mistakes, per-sample rows, lambda."""
     decay = model.decay
     context: dict[str, Any] = {
-        "params": params,
+        # a one-entry parameter fits "got - expected = k * W" for any k: leave it out
+        "params": {name: value for name, value in params.items() if value.size > 1},
         "weight_decay": {name: (decay if len(shape) == 2 else 0.0)
                          for name, shape in model.graph.params.items()},
         "biases": [name for name, shape in model.graph.params.items() if len(shape) == 1],
