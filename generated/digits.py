@@ -186,8 +186,8 @@ def update(params, state, x, t, *, learning_rate=TRAINING["learning_rate"],
            momentum=TRAINING["momentum"], optimizer=TRAINING["optimizer"],
            weight_decay=TRAINING["weight_decay"]):
     """Online learning: one update from one example (x, t) as it arrives; returns its loss."""
-    X = np.asarray(x).reshape(1, -1)
-    T = np.asarray(t).reshape(1, -1)
+    X = np.asarray(x, dtype=params["W1"].dtype).reshape(1, -1)
+    T = np.asarray(t, dtype=X.dtype).reshape(1, -1)
     value, grads = loss_and_grad(params, X, T)
     apply_gradient(params, state, grads, learning_rate=learning_rate, momentum=momentum,
                    optimizer=optimizer, weight_decay=weight_decay)
