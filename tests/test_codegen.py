@@ -374,12 +374,17 @@ def test_unknown_dtype_is_refused():
 # --------------------------------------------------------------------------- float32
 
 
-def _locals_at_return(function, *args):
-    """Every local variable of ``function`` when it returns (its intermediates)."""
+def _locals_at_return(function, *args, inside=None):
+    """Every local variable of ``inside`` (default: ``function``) when it returns.
+
+    ``function(*args)`` is called; the locals are those of the last call of
+    ``inside`` made during it: its intermediates.
+    """
     seen = {}
+    code = (inside or function).__code__
 
     def tracer(frame, event, arg):
-        if frame.f_code is function.__code__:
+        if frame.f_code is code:
             if event == "return":
                 seen.update(frame.f_locals)
             return tracer
@@ -418,6 +423,18 @@ def test_float32_end_to_end(activation, loss):
     assert not wrong, f"intermediates not float32: {wrong}"
 
 
+def test_float32_online_update_casts_the_example():
+    module = module_of("skip", "float32")
+    params = module.init_params(0)
+    state = module.init_state(params)
+    _, local = _locals_at_return(module.update, params, state, [0.1, -0.2, 0.3], [1, 0],
+                                 inside=module.loss_and_grad)
+    arrays = {k: v.dtype for k, v in local.items() if isinstance(v, np.ndarray)}
+    assert arrays and all(d == np.float32 for d in arrays.values()), arrays
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert all(v.dtype == np.float32 for v in state["velocity"].values())
+
+
 def test_float32_trains_in_float32():
     module = module_of("groups", "float32")
     params = module.init_params(0)
@@ -435,6 +452,7 @@ def test_float32_gradient_close_to_float64():
     _, g32 = m32.loss_and_grad({k: v.astype(np.float32) for k, v in params.items()},
                                X.astype(np.float32), T.astype(np.float32))
     for name in g64:
+        assert g32[name].dtype == np.float32, name
         assert relative_error(g32[name], g64[name]) < 1e-4, name
 
 
