@@ -32,10 +32,15 @@ class UsageError(Exception):
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        if temporary.is_file():
+            temporary.unlink()
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def cmd_derive(args) -> int:
@@ -96,10 +101,13 @@ def cmd_check(args) -> int:
                    if not hasattr(module, name)]
         if missing:
             raise UsageError(f"{target}: not a generated module (missing {', '.join(missing)})")
-    else:
-        from .spec import load_spec
+        try:
+            return _report(module, args.json, batch=args.batch, seed=args.seed)
+        except Exception as exc:  # the user's code failed to run: report, don't trace back
+            raise UsageError(f"{target}: cannot evaluate: {type(exc).__name__}: {exc}") from None
+    from .spec import load_spec
 
-        module = load_module(generate_module_source(load_spec(target)))
+    module = load_module(generate_module_source(load_spec(target)))
     return _report(module, args.json, batch=args.batch, seed=args.seed)
 
 
