@@ -208,3 +208,23 @@ def test_bad_dtype_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["generate", XOR, "--dtype", "float16"])
     assert exc.value.code == 2
+
+
+def test_check_reports_a_module_that_crashes(tmp_path, capsys):
+    source = (ROOT / "generated" / "xor.py").read_text()
+    broken = tmp_path / "crashing.py"
+    broken.write_text(source.replace("    dL_dW2 = delta2.T @ a1\n",
+                                     "    dL_dW2 = delta2.T @ a1 @ undefined_name\n"))
+    assert main(["check", str(broken)]) == 2
+    message = one_line_error(capsys.readouterr().err)
+    assert str(broken) in message and "NameError" in message
+
+
+def test_unwritable_output_exits_2_and_leaves_nothing(tmp_path, capsys):
+    target = tmp_path / "a_directory"
+    target.mkdir()
+    assert main(["generate", XOR, "-o", str(target)]) == 2
+    message = one_line_error(capsys.readouterr().err)
+    assert str(target) in message and "cannot write" in message
+    assert [p.name for p in tmp_path.iterdir()] == ["a_directory"]
+    assert list(target.iterdir()) == []
