@@ -152,6 +152,7 @@ def main(argv=None) -> int:
         results[name] = steps[name]()
         results["section_seconds"][name] = time.perf_counter() - t0
     results["total_seconds"] = time.perf_counter() - t_start
+    results["load_average_end"] = machine.load_average()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -85,4 +85,13 @@ def collect() -> dict:
         "thread_env": {v: os.environ.get(v, "(unset)") for v in THREAD_VARS},
         "blas": _blas(),
         "torch_threads": _torch_threads(),
+        "load_average": load_average(),
     }
+
+
+def load_average():
+    """1-minute load average (None where the OS has none): a busy machine skews timings."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None

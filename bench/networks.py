@@ -73,8 +73,8 @@ BY_NAME = {n.name: n for n in NETWORKS}
 #: The width x depth sweep for derivation cost.
 SWEEP_WIDTHS = (2, 8, 64, 256, 1024, 4096)
 SWEEP_DEPTHS = (1, 2, 3, 5, 10, 20, 50, 100)
-QUICK_SWEEP_WIDTHS = (2, 8, 64, 1024)
-QUICK_SWEEP_DEPTHS = (1, 2, 3, 5, 10)
+QUICK_SWEEP_WIDTHS = (2, 64, 1024)
+QUICK_SWEEP_DEPTHS = (1, 2, 3, 10)
 
 
 def sweep_network(width: int, depth: int) -> Network:

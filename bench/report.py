@@ -69,6 +69,8 @@ def _machine(results) -> str:
         ["CPU", m["cpu"]], ["cores (usable)", f"{m['cpu_count']} ({m['cpus_usable']})"],
         ["memory", f"{m['memory_gib']} GiB"], ["Python", m["python"]],
         ["mode", "--quick" if results["quick"] else "full"],
+        ["1-min load average (start, end)",
+         f"{m.get('load_average')}, {results.get('load_average_end')}"],
         ["timing", f"warm-up, then median (min) of {s['repeats']} interleaved rounds; "
                    f"blocks of ~{s['target_s'] * 1e3:.0f} ms"],
     ]))
@@ -313,6 +315,18 @@ def _e2e(results) -> str:
                      rows))
 
 
+def _busy_warning(results) -> str:
+    loads = [x for x in (results["machine"].get("load_average"),
+                         results.get("load_average_end")) if x is not None]
+    cores = results["machine"].get("cpus_usable") or 1
+    if not loads or max(loads) < 0.5 * cores + 0.5:
+        return ""
+    return (f"> **Busy machine**: the 1-minute load average reached {max(loads):.1f} on "
+            f"{cores} cores during this run, so other processes competed for the CPU. "
+            "Per-round ratios cancel part of that; absolute times and the all-cores table "
+            "(whose threads fight the other load) are not representative.\n")
+
+
 def _unavailable(results) -> str:
     reasons = {}
     for rec in results.get("runtime", []):
@@ -338,6 +352,7 @@ def render(results: dict, plots: list) -> str:
         _table(["network", "architecture", "loss", "parameters", "batches"],
                [[n.title, n.arch, n.loss, n.n_params, ", ".join(map(str, n.batches))]
                 for n in NETWORKS]),
+        _busy_warning(results),
         _unavailable(results),
         _checks(records) if records else "",
         _runtime(records) if records else "",

@@ -34,8 +34,8 @@ def make_settings(quick: bool) -> Settings:
             float32_runs=(("mnist", 128),), allcores_runs=(("mnist", 1024),),
             gemm_runs=(("mnist", 128), ("mnist", 1024)),
             sweep_widths=nw.QUICK_SWEEP_WIDTHS, sweep_depths=nw.QUICK_SWEEP_DEPTHS,
-            warm_repeats=1, cold_repeats=1, symgrad_timeout_s=10, naive_timeout_s=4,
-            naive_budget_s=15, ttfg_repeats=1, e2e_seeds=1, e2e_max_epochs=200)
+            warm_repeats=1, cold_repeats=1, symgrad_timeout_s=10, naive_timeout_s=3,
+            naive_budget_s=8, ttfg_repeats=1, e2e_seeds=1, e2e_max_epochs=200)
     return Settings(
         quick=False, repeats=9, target_s=0.05,
         float32_runs=None, allcores_runs=(("mnist", 128), ("mnist", 1024), ("deep", 512)),
