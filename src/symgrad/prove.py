@@ -663,8 +663,8 @@ def _counterexample(problem: _Problem, param: str, tree, rng) -> dict | str | No
     leaves = [naming.INPUT, naming.TARGET, *derivation.graph.params]
     small = sum(env[name].shape[0] * env[name].shape[1] for name in leaves) <= 80
     names = [*sorted(shown - set(leaves)), *(name for name in leaves if small or name in shown)]
-    shown_values = {name: _plain(env[name], exact) for name in names
-                    if isinstance(env.get(name), sp.MatrixBase)}
+    shown_values = {name: _plain(env[name].T if name in problem.biases else env[name], exact)
+                    for name in names if isinstance(env.get(name), sp.MatrixBase)}
     return {
         "N": problem.n, "entry": list(entry),
         "formula_value": _number(fitted.data[worst], exact),
