@@ -135,7 +135,7 @@ def loss_and_grad(params, X, T):
     # (12) dL/da2: chain rule back through the next dense layer
     dL_da2 = delta3 @ W3
     # (13) delta2: chain rule through relu, f' = Heaviside(x)
-    delta2 = dL_da2*(z2 > 0)
+    delta2 = dL_da2*np.heaviside(z2, 0)
     # (14) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1
     # (15) dL/db2 = delta2 summed over the batch
@@ -143,7 +143,7 @@ def loss_and_grad(params, X, T):
     # (16) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
     # (17) delta1: chain rule through relu, f' = Heaviside(x)
-    delta1 = dL_da1*(z1 > 0)
+    delta1 = dL_da1*np.heaviside(z1, 0)
     # (18) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (19) dL/db1 = delta1 summed over the batch

@@ -123,7 +123,10 @@ class ArrayCodePrinter(NumPyPrinter):
         return self._helper("_erf", *expr.args)
 
     def _print_Heaviside(self, expr):
-        return f"({self._print(expr.args[0])} > 0)"
+        # Not ``(x > 0)``: a boolean array times an integer is int64, which would turn
+        # float32 arrays into float64.  The step is 0 at the kink, as in ReLU's usual
+        # subgradient.
+        return f"np.heaviside({self._print(expr.args[0])}, 0)"
 
     def _print_Max(self, expr):
         return self._fold("np.maximum", expr.args)
