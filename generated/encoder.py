@@ -29,7 +29,7 @@ PARAM_SHAPES = {
 TRAINING = {
     "mode": "batch",
     "optimizer": "sgd",
-    "learning_rate": 0.5,
+    "learning_rate": 0.1,
     "momentum": 0.9,
     "epochs": 5000,
     "batch_size": 32,

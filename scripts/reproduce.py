@@ -10,6 +10,11 @@ of (y - d)^2).  Seeds 0..S-1 fix the initial weights (and the held-out split
 where a task has one).
 
     PYTHONPATH=src python scripts/reproduce.py --seeds 20        # writes REPRODUCTION.md
+    PYTHONPATH=src python scripts/reproduce.py --only family     # one section, to stdout
+
+``--only`` (sweeps, family, digits; repeatable) runs a subset and prints its
+Markdown to stdout, or writes it to ``--out`` when that is given; REPRODUCTION.md
+is only ever written by a full run, so it always comes from one command.
 """
 
 from __future__ import annotations
@@ -24,15 +29,19 @@ from pathlib import Path
 
 import numpy as np
 import sympy
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from symgrad import __version__  # noqa: E402
 from symgrad.codegen import generate_module_source, load_module  # noqa: E402
-from symgrad.spec import load_spec  # noqa: E402
+from symgrad.spec import load_spec, spec_from_dict  # noqa: E402
 from symgrad.tasks import load_task  # noqa: E402
 from symgrad.train import fit, training_options  # noqa: E402
+
+#: The parts of the reproduction that --only can pick.
+SECTIONS = ("sweeps", "family", "digits")
 
 #: The two 1986 success criteria: the right side of 0.5, and within 0.2 of the target.
 LOOSE, STRICT = 0.5, 0.2
@@ -47,8 +56,8 @@ SWEEP_TASKS = [
     ("4-bit parity 4-4-1, online (one change per pattern)", "parity4.toml", "parity:4", 10000,
      2825, "-", {"mode": "online"}),
     ("8-3-8 encoder", "encoder.toml", "encoder:8-3-8", 5000, None, "-", {}),
-    ("8-3-8 encoder, eps 0.1", "encoder.toml", "encoder:8-3-8", 5000, None, "-",
-     {"learning_rate": 0.1}),
+    ("8-3-8 encoder, eps 0.5", "encoder.toml", "encoder:8-3-8", 5000, None, "-",
+     {"learning_rate": 0.5}),
     ("Symmetry 6-2-1", "symmetry.toml", "symmetry:6", 10000, 1425,
      "Nature: 1,425 sweeps, eps 0.1, alpha 0.9", {}),
 ]
@@ -123,21 +132,57 @@ def symmetry_structure(W1: np.ndarray, b1: np.ndarray, b2: np.ndarray, rel: floa
             bool(np.all(b1 < 0)), "output_bias_positive": bool(np.all(b2 > 0))}
 
 
-def family_trees(seeds: range, overrides: dict | None = None, init_range: float | None = None):
-    spec, module = module_for("family_trees.toml")
+#: Hinton's zero-error margin: an output above 0.8 where the target is 1, or below 0.2
+#: where it is 0, has no error; otherwise E = 1/2 (distance to 0.8 or 0.2)^2.  Written
+#: for targets 0/1 (the family-trees task's).
+MARGIN_LOSS = "t * max(0.8 - y, 0)**2 / 2 + (1 - t) * max(y - 0.2, 0)**2 / 2"
+
+#: The family-trees rows: (label, loss expression or None for the spec's SSE, initial
+#: range or None for the spec's, learning-rate factor on both phases of the schedule).
+FAMILY_ROWS = [
+    ("A. the paper's settings (the bundled spec as it is)", None, None, 1),
+    ("B. as A, with the zero-error margin", MARGIN_LOSS, None, 1),
+    ("C. closest variant that learns: as B, initial weights in [-1, 1], eps x10", MARGIN_LOSS,
+     1.0, 10),
+]
+
+
+def family_spec(loss_expr: str | None = None, init_range: float | None = None):
+    """examples/family_trees.toml, optionally with a custom loss and initial range."""
+    path = ROOT / "examples" / "family_trees.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    if loss_expr is not None:
+        data["loss"] = {"expr": loss_expr, "reduction": data["loss"].get("reduction", "sum")}
+    if init_range is not None:
+        data["init"]["range"] = init_range
+    return spec_from_dict(data, path=str(path))
+
+
+def family_trees(seeds: range, loss_expr: str | None = None, init_range: float | None = None,
+                 rate_factor: float = 1):
+    """Per seed: held-out and training triples right at 0.2 and at 0.5, final E, time."""
+    spec = family_spec(loss_expr, init_range)
+    module = load_module(generate_module_source(spec), name=f"repro_{spec.name}")
     rows = []
     for seed in seeds:
         task = load_task("family-trees", seed=seed)
         options = training_options(spec, seed=seed)
-        options.update(overrides or {})
-        params = module.init_params(seed)
-        if init_range is not None:  # uniform [-r, r] rescaled to [-init_range, init_range]
-            params = {k: v * (init_range / spec.init.range) for k, v in params.items()}
+        options["schedule"] = tuple((epoch, rate * rate_factor, alpha)
+                                    for epoch, rate, alpha in options["schedule"])
+        options["learning_rate"] *= rate_factor
         start = time.perf_counter()
-        result = fit(module, task, options, params=params)
-        rows.append({"seed": seed, "held_out": result.test_right,
-                     "train": result.train_accuracy, "loss": result.final_loss,
-                     "solved_at": result.solved_at, "seconds": time.perf_counter() - start})
+        result = fit(module, task, options)
+        seconds = time.perf_counter() - start
+        Y, Y_test = module.forward(result.params, task.X), module.forward(result.params,
+                                                                          task.X_test)
+        row = {"seed": seed, "loss": result.final_loss, "seconds": seconds,
+               "loss_100": result.history[min(99, len(result.history) - 1)],
+               "options": options, "spec": spec}
+        for tolerance in (STRICT, LOOSE):
+            row[("train", tolerance)] = int(np.all(np.abs(Y - task.T) < tolerance, 1).sum())
+            row[("held_out", tolerance)] = int(
+                np.all(np.abs(Y_test - task.T_test) < tolerance, 1).sum())
+        rows.append(row)
     return spec, rows
 
 
@@ -179,7 +224,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 (default 20)")
     parser.add_argument("--out", default=str(ROOT / "REPRODUCTION.md"))
     parser.add_argument("--no-digits", action="store_true", help="skip the scikit-learn part")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help="run only this section (" + ", ".join(SECTIONS) + "; repeatable); "
+                             "the Markdown goes to stdout unless --out is given")
     args = parser.parse_args(argv)
+    out_given = any(a == "--out" or a.startswith("--out=") for a in (argv or sys.argv[1:]))
+    sections = set(args.only or SECTIONS) - ({"digits"} if args.no_digits else set())
     seeds = range(args.seeds)
     began = time.perf_counter()
     md: list[str] = []
@@ -209,87 +259,64 @@ def main(argv=None) -> int:
         "their own criteria (the papers are not explicit for every task), so compare orders "
         "of magnitude, not digits.\n")
 
-    say("## Sweeps to solution\n")
-    say("| network (spec) | mode, eps, alpha, r | limit | solved (0.5) | median | IQR | min-max "
-        "| solved (0.2) | median | IQR | min-max | paper |")
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    symmetry_rows = None
-    for label, spec_name, task_name, limit, paper, _source, overrides in SWEEP_TASKS:
-        spec, rows = sweeps_to_solution(spec_name, task_name, limit, seeds, overrides)
-        t = training_options(spec, **overrides)
-        loose, strict = summary([r[0] for r in rows]), summary([r[1] for r in rows])
-        say(f"| {label} (`examples/{spec_name}`) | {t['mode']}, {t['learning_rate']:g}, "
-            f"{t['momentum']:g}, "
-            f"{spec.init.range:g} | {limit} | {fmt(loose)} | {fmt(strict)} | "
-            f"{f'{paper:,}' if paper else '-'} |")
-        if spec_name == "symmetry.toml":
-            symmetry_rows = rows
-        print(f"{label}: 0.5 {fmt(loose)}; 0.2 {fmt(strict)}", file=sys.stderr)
-    say("")
-    say("Paper sources: " + "; ".join(f"{label}: {source}" for label, _, _, _, _, source, _
-                                      in SWEEP_TASKS if source != "-") + ". Rows marked "
-        "online or with a changed eps override the spec's [training] table for that row only; "
-        "an online sweep is one pass through the patterns in order with one weight change per "
-        "pattern (the chapter counts 'presentations' of the pattern set).\n")
+    if "sweeps" in sections:
+        say("## Sweeps to solution\n")
+        say("| network (spec) | mode, eps, alpha, r | limit | solved (0.5) | median | IQR | min-max "
+            "| solved (0.2) | median | IQR | min-max | paper |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        symmetry_rows = None
+        for label, spec_name, task_name, limit, paper, _source, overrides in SWEEP_TASKS:
+            spec, rows = sweeps_to_solution(spec_name, task_name, limit, seeds, overrides)
+            t = training_options(spec, **overrides)
+            loose, strict = summary([r[0] for r in rows]), summary([r[1] for r in rows])
+            say(f"| {label} (`examples/{spec_name}`) | {t['mode']}, {t['learning_rate']:g}, "
+                f"{t['momentum']:g}, "
+                f"{spec.init.range:g} | {limit} | {fmt(loose)} | {fmt(strict)} | "
+                f"{f'{paper:,}' if paper else '-'} |")
+            if spec_name == "symmetry.toml":
+                symmetry_rows = rows
+            print(f"{label}: 0.5 {fmt(loose)}; 0.2 {fmt(strict)}", file=sys.stderr)
+        say("")
+        say("Paper sources: " + "; ".join(f"{label}: {source}" for label, _, _, _, _, source, _
+                                          in SWEEP_TASKS if source != "-") + ". Rows marked "
+            "online or with a changed eps override the spec's [training] table for that row only; "
+            "an online sweep is one pass through the patterns in order with one weight change per "
+            "pattern (the chapter counts 'presentations' of the pattern set).\n")
 
-    say("### Symmetry: the structure of the solution\n")
-    say("Nature, figure 1: for each hidden unit the weights from inputs mirrored about the "
-        "middle are equal in size and opposite in sign, and the weights on one side are in "
-        "the ratio 1:2:4; the hidden biases are negative and the output bias is positive. "
-        "Checked on the weights at the 0.2 criterion of every run that reached it. "
-        "Tolerances: mirror pairs |w_j + w_(7-j)| <= 0.25 max|w| with opposite signs; the "
-        "sorted magnitudes of the three pairs (each pair's mean size) have successive ratios "
-        "in [1.5, 2.5].\n")
-    checked = [symmetry_structure(p["W1"], p["b1"], p["b2"]) for _, _, p in symmetry_rows
-               if p is not None]
-    n = len(checked)
-    say("| property | solved runs showing it |")
-    say("|---|---|")
-    for key, text in (("mirror", "mirror pairs equal and opposite"),
-                      ("ratio", "pair magnitudes 1:2:4"),
-                      ("hidden_bias_negative", "both hidden biases negative"),
-                      ("output_bias_positive", "output bias positive")):
-        say(f"| {text} | {sum(c[key] for c in checked)}/{n} |")
-    say(f"| all four | {sum(all(c.values()) for c in checked)}/{n} |")
-    if checked:
-        _, _, example = next(r for r in symmetry_rows if r[2] is not None)
-        say("\nFirst solved seed, hidden weights (rows: hidden units; columns: inputs 1-6), "
-            "hidden biases, output bias:\n")
-        say("```")
-        for w, b in zip(example["W1"], example["b1"]):
-            say("  ".join(f"{v:7.2f}" for v in w) + f"   bias {b:6.2f}")
-        say(f"output bias {example['b2'][0]:.2f}")
-        say("```")
-    say("")
+        say("### Symmetry: the structure of the solution\n")
+        say("Nature, figure 1: for each hidden unit the weights from inputs mirrored about the "
+            "middle are equal in size and opposite in sign, and the weights on one side are in "
+            "the ratio 1:2:4; the hidden biases are negative and the output bias is positive. "
+            "Checked on the weights at the 0.2 criterion of every run that reached it. "
+            "Tolerances: mirror pairs |w_j + w_(7-j)| <= 0.25 max|w| with opposite signs; the "
+            "sorted magnitudes of the three pairs (each pair's mean size) have successive ratios "
+            "in [1.5, 2.5].\n")
+        checked = [symmetry_structure(p["W1"], p["b1"], p["b2"]) for _, _, p in symmetry_rows
+                   if p is not None]
+        n = len(checked)
+        say("| property | solved runs showing it |")
+        say("|---|---|")
+        for key, text in (("mirror", "mirror pairs equal and opposite"),
+                          ("ratio", "pair magnitudes 1:2:4"),
+                          ("hidden_bias_negative", "both hidden biases negative"),
+                          ("output_bias_positive", "output bias positive")):
+            say(f"| {text} | {sum(c[key] for c in checked)}/{n} |")
+        say(f"| all four | {sum(all(c.values()) for c in checked)}/{n} |")
+        if checked:
+            _, _, example = next(r for r in symmetry_rows if r[2] is not None)
+            say("\nFirst solved seed, hidden weights (rows: hidden units; columns: inputs 1-6), "
+                "hidden biases, output bias:\n")
+            say("```")
+            for w, b in zip(example["W1"], example["b1"]):
+                say("  ".join(f"{v:7.2f}" for v in w) + f"   bias {b:6.2f}")
+            say(f"output bias {example['b2'][0]:.2f}")
+            say("```")
+        say("")
 
-    say("## Family trees\n")
-    spec, rows = family_trees(seeds)
-    t = spec.training
-    say("`examples/family_trees.toml`: person (24) -> 6 units, relationship (12) -> 6 units, "
-        "both -> 12 -> 6 -> 24 outputs, all sigmoid, E = 1/2 sum (y - d)^2, uniform "
-        f"[-{spec.init.range:g}, {spec.init.range:g}] initial weights. 1,500 sweeps in batch "
-        "mode over the 100 training triples: eps 0.005 and alpha 0.5 for the first 20 sweeps, "
-        f"then eps 0.01 and alpha 0.9; every weight decayed by {100 * t.weight_decay:g}% after "
-        "each change. The 4 held-out triples are drawn by the seed "
-        "(`load_task('family-trees', seed=s)`). A triple is right when every output is above "
-        "0.8 where the target is 1 and below 0.2 where it is 0. Paper (Nature): after 1,500 "
-        "sweeps all 4 held-out triples right.\n")
-    say(_family_table(rows))
-    if max(r["train"] for r in rows) == 0:
-        say("\nWith these settings E levels off within the first hundred sweeps and stays "
-            "there (a plateau: no training triple is right at the end). In exploratory runs "
-            "on seeds 0-3 (not part of this script) neither dropping the weight decay nor "
-            "6,000 sweeps got off it with initial weights in [-0.3, 0.3]; larger initial "
-            "weights and learning rates do (the variant below).")
-    variant = {"weight_decay": 0.0, "schedule": ((0, 0.025, 0.5), (20, 0.05, 0.9))}
-    spec, rows_v = family_trees(seeds, variant, init_range=1.0)
-    say("\nVariant (not the paper's settings; to show that the network and module learn the "
-        "training triples when the plateau is avoided): initial weights uniform in [-1, 1], "
-        "no weight decay, eps 0.025 then 0.05 (alpha 0.5 then 0.9), 1,500 sweeps.\n")
-    say(_family_table(rows_v))
-    say("")
+    if "family" in sections:
+        say(_family_section(seeds))
 
-    if not args.no_digits:
+    if "digits" in sections:
         say("## Digits: symgrad against scikit-learn\n")
         spec, rows = digits(seeds)
         t = spec.training
@@ -319,23 +346,92 @@ def main(argv=None) -> int:
         say("")
 
     say(f"Total run time: {time.perf_counter() - began:.0f} s.\n")
-    Path(args.out).write_text("\n".join(md), encoding="utf-8")
+    text = "\n".join(md)
+    if args.only and not out_given:
+        print(text)
+        return 0
+    Path(args.out).write_text(text, encoding="utf-8")
     print(f"wrote {args.out} in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
 
 
-def _family_table(rows: list[dict]) -> str:
-    counts = np.bincount([r["held_out"] for r in rows], minlength=5)
-    train = np.array([r["train"] for r in rows])
-    lines = ["| held-out right (of 4) | 0 | 1 | 2 | 3 | 4 | mean |", "|---|---|---|---|---|---|---|",
-             "| seeds | " + " | ".join(str(c) for c in counts) + f" | "
-             f"{np.mean([r['held_out'] for r in rows]):.2f} |", "",
-             f"Training triples right (of 100): median {100 * np.median(train):.0f}, "
-             f"min {100 * train.min():.0f}, max {100 * train.max():.0f}; all 100 right in "
-             f"{sum(r['solved_at'] is not None for r in rows)}/{len(rows)} runs. Final E: "
-             f"median {np.median([r['loss'] for r in rows]):.2f}. Time per run: median "
-             f"{np.median([r['seconds'] for r in rows]):.2f} s."]
-    return "\n".join(lines)
+
+def _family_section(seeds: range) -> str:
+    spec = load_spec(ROOT / "examples" / "family_trees.toml")
+    t = spec.training
+    out = ["## Family trees\n"]
+    say = out.append
+    say("`examples/family_trees.toml`, the paper's settings: person (24) -> 6 units, "
+        "relationship (12) -> 6 units, both -> 12 -> 6 -> 24 outputs, all sigmoid with "
+        "biases, E = 1/2 sum (y - d)^2 with targets 0 and 1, uniform "
+        f"[-{spec.init.range:g}, {spec.init.range:g}] initial weights. 1,500 sweeps in batch "
+        "mode (one weight change per sweep through all 100 training triples): eps 0.005 and "
+        "alpha 0.5 for the first 20 sweeps, then eps 0.01 and alpha 0.9; every weight and "
+        f"bias decayed by {100 * t.weight_decay:g}% after each change. The task "
+        "(`load_task('family-trees', seed=s)`) is the 104 (person, relationship) pairs of "
+        "Hinton's two trees; the 8 with two correct answers (the aunts and uncles of Colin, "
+        "Charlotte, Alfonso and Sophia) have both answer units at 1 (112 person-relationship-"
+        "person facts in all). The seed draws the 4 held-out pairs. Paper (Nature): after "
+        "1,500 sweeps all 4 held-out triples right.\n")
+    say("Two criteria for a triple being right, both reported: **0.2** (every output above "
+        "0.8 where the target is 1 and below 0.2 where it is 0) and **0.5** (every correct "
+        "answer's unit above 0.5 and every other unit below 0.5). Rows B and C train with "
+        "Hinton's zero-error margin, `[loss] expr = \"" + MARGIN_LOSS + "\"` (an output "
+        "beyond 0.8 or 0.2 on the right side has no error), so they are judged on the 0.5 "
+        "criterion: under the margin the error, and so the gradient, is zero exactly at 0.8 "
+        "and 0.2, and the weight decay holds outputs just inside the margin, so the 0.2 "
+        "criterion sits on the boundary and says nothing. Rows A and B use the spec's initial "
+        "weights and learning rates; row C multiplies both phases' eps by 10 (0.05 then 0.1; "
+        "alpha 0.5 then 0.9, decay and sweeps unchanged) and starts from [-1, 1].\n")
+    say("| row | held-out right (of 4), 0.2: seeds with 0/1/2/3/4 | mean | held-out right, "
+        "0.5: seeds with 0/1/2/3/4 | mean | training right (of 100), 0.2: median (min-max) "
+        "| training right, 0.5: median (min-max) | all 100 right (0.5) | final E, median "
+        "| s per run |")
+    say("|---|---|---|---|---|---|---|---|---|---|")
+    results = {}
+    for label, loss_expr, init_range, factor in FAMILY_ROWS:
+        _, rows = family_trees(seeds, loss_expr, init_range, factor)
+        results[label] = rows
+        say(_family_row(label, rows))
+        print(f"family trees {label}: {_family_row('', rows)}", file=sys.stderr)
+    a, b, c = (results[label] for label, *_ in FAMILY_ROWS)
+    say("")
+    drift = [max(abs(r["loss_100"] - r["loss"]) for r in rows) for rows in (a, b)]
+    say("Rows A and B stay on a plateau: E is the same after sweep 100 as after sweep 1,500 "
+        f"(the largest change over those 1,400 sweeps, on any seed, is {drift[0]:.3f} in A "
+        f"and {drift[1]:.3f} in B) and no training triple is right on either criterion. "
+        "From [-0.3, 0.3] the signal that tells the inputs apart has to pass four layers of "
+        "small weights, and the 0.2% decay per change pulls the weights back faster than "
+        "that signal grows; the margin alone does not change this. Row C is the closest "
+        "variant found that learns all 100 training triples; it changes only the initial "
+        "range and the learning rate. Exploratory runs (seeds 0-3 or 4-7, not part of this "
+        "script; training triples right at 0.5): with the margin, [-1, 1] at eps x1 or x2 "
+        "stayed at 0-25; [-0.3, 0.3] at eps x10 reached 65-94 and at x20 76-94; [-0.5, 0.5] "
+        "at x10 reached 96-100. Without the margin (E = 1/2 sum (y - d)^2, decay kept), "
+        "[-1, 1] at eps x10 reached 88-98, and [-2, 2] at eps x1 stayed on the plateau.\n")
+    say(f"Held-out generalization is where it falls short of the paper: row C gets "
+        f"{np.mean([r[('held_out', LOOSE)] for r in c]):.2f} of the 4 held-out triples right "
+        f"on average at 0.5 and all 4 in {sum(r[('held_out', LOOSE)] == 4 for r in c)} of "
+        f"{len(c)} seeds; the paper reports all 4 right.")
+    return "\n".join(out) + "\n"
+
+
+def _family_row(label: str, rows: list[dict]) -> str:
+    def counts(key):
+        return "/".join(str(c) for c in np.bincount([r[key] for r in rows], minlength=5))
+
+    def spread(key):
+        v = np.array([r[key] for r in rows])
+        return f"{np.median(v):.0f} ({v.min()}-{v.max()})"
+
+    return (f"| {label} | {counts(('held_out', STRICT))} | "
+            f"{np.mean([r[('held_out', STRICT)] for r in rows]):.2f} | "
+            f"{counts(('held_out', LOOSE))} | "
+            f"{np.mean([r[('held_out', LOOSE)] for r in rows]):.2f} | "
+            f"{spread(('train', STRICT))} | {spread(('train', LOOSE))} | "
+            f"{sum(r[('train', LOOSE)] == 100 for r in rows)}/{len(rows)} | "
+            f"{np.median([r['loss'] for r in rows]):.2f} | "
+            f"{np.median([r['seconds'] for r in rows]):.2f} |")
 
 
 def _sklearn_version() -> str:
