@@ -710,6 +710,42 @@ def test_gradient_matches_finite_differences_and_torch(activation, loss, reducti
     assert_matches(grads, ref_grads, 1e-8, "torch")
 
 
+CUSTOM_ACTIVATIONS = [
+    "sin(x)+cos(x)", "atan(x)", "sinh(x)/cosh(x)", "abs(x)", "max(x, 0)", "min(x, 0.5*x)",
+    "sqrt(1+x**2)", "erf(x)", "sigmoid(x)", "softplus(x)", "x**3/3 + 2*x", "exp(-x**2)",
+    "x/(1+abs(x))", "log(1+exp(-x))", "x*sigmoid(x)", "2/(1+exp(-x))",
+    "exp(x)/(exp(x)+1)", "log(1+x**2)",
+    pytest.param("1/(1+exp(-2*x))", marks=pytest.mark.xfail(
+        reason="primitives._tidy flips the sign of f' = -2*a*(a - 1) to -2*a*(1 - a)")),
+]
+CUSTOM_LOSSES = ["abs(y-t)", "log(cosh(y-t))", "(y-t)**2 * t", "max(y-t, 0)**2",
+                 "-t*log(y) - (1-t)*log(1-y)"]
+
+
+@pytest.mark.parametrize("loss", CUSTOM_LOSSES)
+@pytest.mark.parametrize("activation", CUSTOM_ACTIVATIONS)
+def test_custom_expressions_match_finite_differences_in_float32_too(activation, loss):
+    out = "sigmoid" if "log(y)" in loss else "tanh"
+    spec = (Network("custom", inputs=3).dense(4, {"expr": activation}).dense(2, out)
+            .loss(expr=loss, reduction="mean").build())
+    m64 = load_module(generate_module_source(spec))
+    params, X, T = random_problem(m64)
+    assert _away_from_kinks(m64, params, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, grads = m64.loss_and_grad(params, X, T)
+    assert_matches(grads, finite_differences(m64.loss, params, X, T), 1e-6, "FD")
+    m32 = load_module(generate_module_source(spec, dtype="float32"))
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    (_, g32), local = _locals_at_return(m32.loss_and_grad, p32, X.astype(np.float32),
+                                        T.astype(np.float32))
+    wrong = {k: v.dtype for k, v in local.items()
+             if isinstance(v, np.ndarray) and v.dtype != np.float32}
+    assert not wrong, f"float32 module computed in another dtype: {wrong}"
+    for name in grads:
+        assert relative_error(g32[name], grads[name]) < 1e-3, name
+
+
 @pytest.mark.parametrize("name", ["skip", "groups"])
 def test_skip_connections_and_input_groups_match_torch(name):
     spec = {"skip": skip_spec, "groups": groups_spec}[name]()
