@@ -189,11 +189,14 @@ class _Locator:
             header = self._header.match(line)
             if header:
                 name = header.group(2)
+                parts = name.split(".")
                 if header.group(1) == "[[":
                     counters[name] = counters.get(name, 0) + 1
-                    current = (*name.split("."), counters[name] - 1)
+                    current = (*parts, counters[name] - 1)
+                elif parts[0] in counters:  # [layers.activation]: the latest [[layers]]
+                    current = (parts[0], counters[parts[0]] - 1, *parts[1:])
                 else:
-                    current = tuple(name.split("."))
+                    current = tuple(parts)
                 self.sections.setdefault(current, number)
                 continue
             key = self._key.match(line)
@@ -223,9 +226,11 @@ class _Reader:
     def __init__(self, data: dict, path: str | None, text: str | None):
         self.data, self.path, self.locator = data, path, _Locator(text)
 
-    def fail(self, where: tuple, message: str):
-        raise SpecError(message, field=_field_name(where), path=self.path,
-                        line=self.locator.line(where))
+    def fail(self, where: tuple, message: str, line_of: tuple | None = None):
+        line = self.locator.line(where if line_of is None else line_of)
+        if line is None and (self.locator.keys or self.locator.sections):
+            line = 1  # a missing top-level key: the top of the file
+        raise SpecError(message, field=_field_name(where), path=self.path, line=line)
 
     def check_keys(self, table: Any, allowed: set, where: tuple, required=()):
         if not isinstance(table, dict):
@@ -236,8 +241,8 @@ class _Reader:
                 suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
                 self.fail((*where, key), f"unknown key '{key}'{suggestion}")
         for key in required:
-            if key not in table:
-                self.fail(where, f"missing key '{key}'")
+            if key not in table:  # named as the field; located at its table's header
+                self.fail((*where, key), f"missing key '{key}'", line_of=where)
 
     def integer(self, value: Any, where: tuple, minimum: int = 1) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
