@@ -715,8 +715,7 @@ CUSTOM_ACTIVATIONS = [
     "sqrt(1+x**2)", "erf(x)", "sigmoid(x)", "softplus(x)", "x**3/3 + 2*x", "exp(-x**2)",
     "x/(1+abs(x))", "log(1+exp(-x))", "x*sigmoid(x)", "2/(1+exp(-x))",
     "exp(x)/(exp(x)+1)", "log(1+x**2)",
-    pytest.param("1/(1+exp(-2*x))", marks=pytest.mark.xfail(
-        reason="primitives._tidy flips the sign of f' = -2*a*(a - 1) to -2*a*(1 - a)")),
+    "1/(1+exp(-2*x))",
 ]
 CUSTOM_LOSSES = ["abs(y-t)", "log(cosh(y-t))", "(y-t)**2 * t", "max(y-t, 0)**2",
                  "-t*log(y) - (1-t)*log(1-y)"]

@@ -16,12 +16,11 @@ __version__ = "0.1.0"
 
 from .codegen import generate_module_source, load_module, write_module
 from .derive import Derivation, Step, derive
-from .diagnose import diagnose
 from .gradcheck import check_gradient
 from .spec import Network, NetworkSpec, SpecError, load_spec, loads_spec
 
 __all__ = [
     "Derivation", "Network", "NetworkSpec", "SpecError", "Step", "check_gradient", "derive",
-    "diagnose", "generate_module_source", "load_module", "load_spec", "loads_spec",
+    "generate_module_source", "load_module", "load_spec", "loads_spec",
     "write_module",
 ]

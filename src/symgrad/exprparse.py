@@ -53,7 +53,7 @@ def parse_expression(text: str, variables: tuple[str, ...]) -> sp.Expr:
     x*tanh(log(exp(x) + 1))
     >>> parse_expression("(y - t)**2 / 2", ("y", "t"))
     (-t + y)**2/2
-    >>> parse_expression("__import__('os').system('ls')", ("x",))
+    >>> parse_expression("__import__('os')", ("x",))
     Traceback (most recent call last):
     ...
     symgrad.exprparse.ExpressionError: unknown function '__import__'; allowed: abs, atan, ...

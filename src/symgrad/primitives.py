@@ -170,40 +170,47 @@ def in_forward_terms(forward: sp.Expr) -> sp.Expr | None:
     """
     if forward.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs) or forward == x:
         return None
+    invertible = sp.count_ops(forward) < 40 and _occurrences(forward) == 1
     derivative = activation_derivative(forward)
     candidates = [derivative.subs(forward, a)]  # f' written with f itself, as tanh' is
-    try:
-        candidates += [derivative.subs(x, inverse) for inverse in sp.solve(sp.Eq(a, forward), x)]
-    except (NotImplementedError, ValueError, TypeError):
-        pass
+    if invertible:  # x occurs once: f is a chain of invertible steps, solve is quick
+        try:
+            candidates += [derivative.subs(x, inverse)
+                           for inverse in sp.solve(sp.Eq(a, forward), x)]
+        except (NotImplementedError, ValueError, TypeError):
+            pass
     for candidate in candidates:
         if candidate.has(x):
             continue
-        candidate = sp.factor(sp.simplify(candidate))
+        candidate = _tidy(sp.factor(sp.simplify(candidate)))
         if not candidate.is_polynomial(a):
             continue
-        # SymPy must confirm the rewrite: f'(x) - g(f(x)) simplifies to zero.
+        # SymPy must confirm the rewrite, tidied as printed: f'(x) - g(f(x)) is zero.
         if sp.simplify(derivative - candidate.subs(a, forward)) == 0:
-            return _tidy(candidate)
+            return candidate
     return None
 
 
+def _occurrences(expr: sp.Expr) -> int:
+    """How many times ``x`` occurs in ``expr``."""
+    return sum(1 for node in sp.preorder_traversal(expr) if node == x)
+
+
 def _tidy(expr: sp.Expr) -> sp.Expr:
-    """The shortest of the factored and expanded forms, without a leading minus."""
+    """The shortest of the factored and expanded forms, preferring ``a*(1 - a)``."""
     factored = sp.factor(expr)
-    if isinstance(factored, sp.Mul) and factored.could_extract_minus_sign():
-        flipped = False
-        parts = []
-        for factor in factored.args:
-            if factor == -1:
-                continue
-            if not flipped and isinstance(factor, sp.Add):
-                factor, flipped = -factor, True
-            parts.append(factor)
-        if flipped:
-            factored = sp.Mul(*parts)
+    coefficient, rest = factored.as_coeff_Mul()
+    if coefficient.is_negative:
+        factors = list(sp.Mul.make_args(rest))
+        for index, factor in enumerate(factors):
+            if isinstance(factor, sp.Add):
+                factors[index] = -factor  # -c*(a - 1) -> c*(1 - a)
+                factored = -coefficient * sp.Mul(*factors)
+                break
     expanded = sp.expand(expr)
-    return min([factored, expanded], key=sp.count_ops)
+    best = min([factored, expanded], key=sp.count_ops)
+    assert sp.expand(best - expr) == 0
+    return best
 
 
 @lru_cache(maxsize=None)
