@@ -531,6 +531,15 @@ def _shrunk(derivation):
     return derive(dataclasses.replace(spec, inputs=inputs, layers=layers)), True
 
 
+
+def _formula_value(param: str, problem, tree, env):
+    """The formula evaluated on ``env`` and fitted to the parameter's shape, or why not."""
+    try:
+        value = _Evaluator(problem.formula_env(env))(tree)
+    except _ShapeError as exc:
+        return f"the formula does not type-check at N={problem.n}: {exc}"
+    return _fit(param, problem, value)
+
 def _free_check(problem: _Problem, param: str, tree, rng) -> bool | str:
     """Exact evaluation with independent random atoms; True when the two sides agree."""
     values = _random_values(problem, rng)
@@ -541,11 +550,7 @@ def _free_check(problem: _Problem, param: str, tree, rng) -> bool | str:
         else:
             rows, cols = problem.shapes[target]
             env[target] = sp.ImmutableMatrix(rows, cols, lambda i, j: _rational(rng))
-    try:
-        value = _Evaluator(problem.formula_env(env))(tree)
-    except _ShapeError as exc:
-        return f"the formula does not type-check at N={problem.n}: {exc}"
-    fitted = _fit(param, problem, value)
+    fitted = _formula_value(param, problem, tree, env)
     if isinstance(fitted, str):
         return fitted
     derived = env[problem.derivation.gradients[param]]
@@ -638,11 +643,7 @@ def _counterexample(problem: _Problem, param: str, tree, rng) -> dict | str | No
         if not on_kink:
             break
     env = problem.walker_env({**values, **results})
-    try:
-        value = _Evaluator(problem.formula_env(env))(tree)
-    except _ShapeError as exc:
-        return f"the formula does not type-check at N={problem.n}: {exc}"
-    fitted = _fit(param, problem, value)
+    fitted = _formula_value(param, problem, tree, env)
     if isinstance(fitted, str):
         return fitted
     derived = results[derivation.gradients[param]]

@@ -55,10 +55,8 @@ True
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -544,16 +542,12 @@ def load_grad_function(target: str) -> tuple[Callable, str]:
     path = Path(path_text)
     if not path.is_file():
         raise VerifyInputError(f"{path}: no such file")
+    from .codegen import load_module
+
     module_name = f"symgrad_user_grad_{abs(hash(str(path.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise VerifyInputError(f"{path}: cannot import (not a Python file?)")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
     try:
-        module_spec.loader.exec_module(module)
+        module = load_module(path, name=module_name)
     except (Exception, SystemExit) as exc:  # the user's file: report it, no traceback
-        sys.modules.pop(module_name, None)
         raise VerifyInputError(f"{path}: cannot import: {_describe(exc, path)}") from None
     function = getattr(module, function_name, None)
     if function is None:
