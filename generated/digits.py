@@ -74,11 +74,13 @@ def forward(params, X):
     """The network's output for inputs X of shape (N, 64)."""
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: tanh activation
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: softmax activation
     a2 = _softmax(z2)
     return a2
@@ -94,43 +96,51 @@ def loss(params, X, T):
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
     n = X.shape[0]
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: tanh activation
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (5) the loss
-    return float((1/2)*WEIGHT_DECAY*(np.sum(W1**2) + np.sum(W2**2)) + np.sum(-T*(z2 - _logsumexp(z2)))/n)
+    return float((1/2)*WEIGHT_DECAY*(np.vdot(W1, W1) + np.vdot(W2, W2)) + -np.vdot(T, z2 - _logsumexp(z2))/n)
 
 
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
     n = X.shape[0]
-    # Forward pass; every value is kept for the backward pass.
+    # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: tanh activation
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
-    # (4) layer 2: softmax activation
-    a2 = _softmax(z2)
+    z2 = a1 @ W2.T
+    z2 += b2
+    # (4) layer 2: softmax activation, as the exp of its log (the loss reads the log)
+    log_a2 = z2 - _logsumexp(z2)
+    a2 = np.exp(log_a2)
     # (5) the loss
-    loss = float((1/2)*WEIGHT_DECAY*(np.sum(W1**2) + np.sum(W2**2)) + np.sum(-T*(z2 - _logsumexp(z2)))/n)
+    loss = float((1/2)*WEIGHT_DECAY*(np.vdot(W1, W1) + np.vdot(W2, W2)) + -np.vdot(T, log_a2)/n)
     # Backward pass.
     # (6) delta2: softmax with cross-entropy gives p - t (lemma)
-    delta2 = (a2 - T)/n
+    delta2 = np.subtract(a2, T, out=a2)
+    delta2 /= n
     # (7) dL/dW2 = delta2^T times the layer input, summed over the batch
-    dL_dW2 = delta2.T @ a1 + WEIGHT_DECAY * W2
+    dL_dW2 = delta2.T @ a1
+    dL_dW2 += WEIGHT_DECAY * W2
     # (8) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
     # (9) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
     # (10) delta1: chain rule through tanh, f' = 1 - a**2
-    delta1 = dL_da1*(1 - a1**2)
+    delta1 = np.multiply(dL_da1, 1 - a1**2, out=dL_da1)
     # (11) dL/dW1 = delta1^T times the layer input, summed over the batch
-    dL_dW1 = delta1.T @ X + WEIGHT_DECAY * W1
+    dL_dW1 = delta1.T @ X
+    dL_dW1 += WEIGHT_DECAY * W1
     # (12) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
     return loss, {

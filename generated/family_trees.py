@@ -47,12 +47,20 @@ TRAINING = {
     ),
 }
 
+#: The largest x with exp(x) finite, per dtype (np.log(np.finfo(dtype).max), rounded down).
+_EXP_MAX = {"f": 88.0, "d": 709.0}
 
-def _sigmoid(z):
-    """Logistic function without overflow: exp(-|z|) never exceeds 1."""
-    e = np.exp(-np.abs(z))
-    s = 1 / (1 + e)
-    return np.where(z >= 0, s, e * s)
+
+def _sigmoid(z, out=None):
+    """Logistic function 1 / (1 + exp(-z)), the exponent capped so exp never overflows.
+
+    The cap changes only results below the smallest normal number of the dtype.
+    """
+    s = np.negative(z, out=out)
+    np.minimum(s, _EXP_MAX.get(s.dtype.char, 88.0), out=s)
+    np.exp(s, out=s)
+    s += 1
+    return np.reciprocal(s, out=s)
 
 
 def init_params(seed=0, dtype=DTYPE):
@@ -86,25 +94,31 @@ def forward(params, X):
     """The network's output for inputs X of shape (N, 36)."""
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"], params["W4"], params["b4"], params["W5"], params["b5"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X[:, 0:24] @ W1.T + b1
+    z1 = X[:, 0:24] @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = X[:, 24:36] @ W2.T + b2
+    z2 = X[:, 24:36] @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a1 @ W3[:, 0:6].T + a2 @ W3[:, 6:12].T + b3
+    z3 = a1 @ W3[:, 0:6].T
+    z3 += a2 @ W3[:, 6:12].T
+    z3 += b3
     # (6) layer 3: sigmoid activation
-    a3 = _sigmoid(z3)
+    a3 = _sigmoid(z3, out=z3)
     # (7) layer 4: weighted inputs plus bias
-    z4 = a3 @ W4.T + b4
+    z4 = a3 @ W4.T
+    z4 += b4
     # (8) layer 4: sigmoid activation
-    a4 = _sigmoid(z4)
+    a4 = _sigmoid(z4, out=z4)
     # (9) layer 5: weighted inputs plus bias
-    z5 = a4 @ W5.T + b5
+    z5 = a4 @ W5.T
+    z5 += b5
     # (10) layer 5: sigmoid activation
-    a5 = _sigmoid(z5)
+    a5 = _sigmoid(z5, out=z5)
     return a5
 
 
@@ -117,60 +131,72 @@ def loss(params, X, T):
     """The loss L (equation 11) on inputs X and targets T."""
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"], params["W4"], params["b4"], params["W5"], params["b5"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X[:, 0:24] @ W1.T + b1
+    z1 = X[:, 0:24] @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = X[:, 24:36] @ W2.T + b2
+    z2 = X[:, 24:36] @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a1 @ W3[:, 0:6].T + a2 @ W3[:, 6:12].T + b3
+    z3 = a1 @ W3[:, 0:6].T
+    z3 += a2 @ W3[:, 6:12].T
+    z3 += b3
     # (6) layer 3: sigmoid activation
-    a3 = _sigmoid(z3)
+    a3 = _sigmoid(z3, out=z3)
     # (7) layer 4: weighted inputs plus bias
-    z4 = a3 @ W4.T + b4
+    z4 = a3 @ W4.T
+    z4 += b4
     # (8) layer 4: sigmoid activation
-    a4 = _sigmoid(z4)
+    a4 = _sigmoid(z4, out=z4)
     # (9) layer 5: weighted inputs plus bias
-    z5 = a4 @ W5.T + b5
+    z5 = a4 @ W5.T
+    z5 += b5
     # (10) layer 5: sigmoid activation
-    a5 = _sigmoid(z5)
+    a5 = _sigmoid(z5, out=z5)
     # (11) the loss
-    return float(np.sum((1/2)*(a5 - T)**2))
+    return float((1/2)*np.vdot(a5 - T, a5 - T))
 
 
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, W2, b2, W3, b3, W4, b4, W5, b5 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"], params["W4"], params["b4"], params["W5"], params["b5"])
-    # Forward pass; every value is kept for the backward pass.
+    # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: weighted inputs plus bias
-    z1 = X[:, 0:24] @ W1.T + b1
+    z1 = X[:, 0:24] @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = X[:, 24:36] @ W2.T + b2
+    z2 = X[:, 24:36] @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a1 @ W3[:, 0:6].T + a2 @ W3[:, 6:12].T + b3
+    z3 = a1 @ W3[:, 0:6].T
+    z3 += a2 @ W3[:, 6:12].T
+    z3 += b3
     # (6) layer 3: sigmoid activation
-    a3 = _sigmoid(z3)
+    a3 = _sigmoid(z3, out=z3)
     # (7) layer 4: weighted inputs plus bias
-    z4 = a3 @ W4.T + b4
+    z4 = a3 @ W4.T
+    z4 += b4
     # (8) layer 4: sigmoid activation
-    a4 = _sigmoid(z4)
+    a4 = _sigmoid(z4, out=z4)
     # (9) layer 5: weighted inputs plus bias
-    z5 = a4 @ W5.T + b5
+    z5 = a4 @ W5.T
+    z5 += b5
     # (10) layer 5: sigmoid activation
-    a5 = _sigmoid(z5)
-    # (11) the loss
-    loss = float(np.sum((1/2)*(a5 - T)**2))
-    # Backward pass.
+    a5 = _sigmoid(z5, out=z5)
     # (12) dL/da5: derivative of the loss, dl/dy = -t + y
     dL_da5 = a5 - T
+    # (11) the loss, reusing dL_da5 from (12)
+    loss = float((1/2)*np.vdot(dL_da5, dL_da5))
+    # Backward pass.
     # (13) delta5: chain rule through sigmoid, f' = a*(1 - a)
-    delta5 = a5*dL_da5*(1 - a5)
+    delta5 = np.multiply(dL_da5, a5*(1 - a5), out=dL_da5)
     # (14) dL/dW5 = delta5^T times the layer input, summed over the batch
     dL_dW5 = delta5.T @ a4
     # (15) dL/db5 = delta5 summed over the batch
@@ -178,7 +204,7 @@ def loss_and_grad(params, X, T):
     # (16) dL/da4: chain rule back through the next dense layer
     dL_da4 = delta5 @ W5
     # (17) delta4: chain rule through sigmoid, f' = a*(1 - a)
-    delta4 = a4*dL_da4*(1 - a4)
+    delta4 = np.multiply(dL_da4, a4*(1 - a4), out=dL_da4)
     # (18) dL/dW4 = delta4^T times the layer input, summed over the batch
     dL_dW4 = delta4.T @ a3
     # (19) dL/db4 = delta4 summed over the batch
@@ -186,7 +212,7 @@ def loss_and_grad(params, X, T):
     # (20) dL/da3: chain rule back through the next dense layer
     dL_da3 = delta4 @ W4
     # (21) delta3: chain rule through sigmoid, f' = a*(1 - a)
-    delta3 = a3*dL_da3*(1 - a3)
+    delta3 = np.multiply(dL_da3, a3*(1 - a3), out=dL_da3)
     # (22) dL/dW3 = delta3^T times the layer input, summed over the batch
     dL_dW3 = np.hstack([delta3.T @ a1, delta3.T @ a2])
     # (23) dL/db3 = delta3 summed over the batch
@@ -194,7 +220,7 @@ def loss_and_grad(params, X, T):
     # (24) dL/da2: chain rule back through the next dense layer
     dL_da2 = delta3 @ W3[:, 6:12]
     # (25) delta2: chain rule through sigmoid, f' = a*(1 - a)
-    delta2 = a2*dL_da2*(1 - a2)
+    delta2 = np.multiply(dL_da2, a2*(1 - a2), out=dL_da2)
     # (26) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ X[:, 24:36]
     # (27) dL/db2 = delta2 summed over the batch
@@ -202,7 +228,7 @@ def loss_and_grad(params, X, T):
     # (28) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta3 @ W3[:, 0:6]
     # (29) delta1: chain rule through sigmoid, f' = a*(1 - a)
-    delta1 = a1*dL_da1*(1 - a1)
+    delta1 = np.multiply(dL_da1, a1*(1 - a1), out=dL_da1)
     # (30) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X[:, 0:24]
     # (31) dL/db1 = delta1 summed over the batch

@@ -65,15 +65,18 @@ def forward(params, X):
     """The network's output for inputs X of shape (N, 3)."""
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: relu activation
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: relu activation
-    a2 = np.maximum(z2, 0)
+    a2 = np.maximum(z2, 0, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a2 @ W3.T + b3
+    z3 = a2 @ W3.T
+    z3 += b3
     # (6) layer 3: identity activation
     a3 = z3
     return a3
@@ -89,43 +92,51 @@ def loss(params, X, T):
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
     n = X.shape[0]
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: relu activation
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: relu activation
-    a2 = np.maximum(z2, 0)
+    a2 = np.maximum(z2, 0, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a2 @ W3.T + b3
+    z3 = a2 @ W3.T
+    z3 += b3
     # (6) layer 3: identity activation
     a3 = z3
     # (7) the loss
-    return float(np.sum((a3 - T)**2)/n)
+    return float(np.vdot(a3 - T, a3 - T)/n)
 
 
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
     n = X.shape[0]
-    # Forward pass; every value is kept for the backward pass.
+    # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: relu activation
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: relu activation
-    a2 = np.maximum(z2, 0)
+    a2 = np.maximum(z2, 0, out=z2)
     # (5) layer 3: weighted inputs plus bias
-    z3 = a2 @ W3.T + b3
+    z3 = a2 @ W3.T
+    z3 += b3
     # (6) layer 3: identity activation
     a3 = z3
     # (7) the loss
-    loss = float(np.sum((a3 - T)**2)/n)
+    loss = float(np.vdot(a3 - T, a3 - T)/n)
     # Backward pass.
     # (8) dL/da3: derivative of the loss, dl/dy = -2*t + 2*y
-    dL_da3 = (2*a3 - 2*T)/n
+    dL_da3 = np.multiply(a3, 2, out=a3)
+    dL_da3 -= 2*T
+    dL_da3 /= n
     # (9) delta3: chain rule through the identity
     delta3 = dL_da3
     # (10) dL/dW3 = delta3^T times the layer input, summed over the batch
@@ -134,16 +145,16 @@ def loss_and_grad(params, X, T):
     dL_db3 = delta3.sum(axis=0)
     # (12) dL/da2: chain rule back through the next dense layer
     dL_da2 = delta3 @ W3
-    # (13) delta2: chain rule through relu, f' = Heaviside(x)
-    delta2 = dL_da2*np.heaviside(z2, 0)
+    # (13) delta2: chain rule through relu, f' = Heaviside(a)
+    delta2 = np.multiply(dL_da2, a2 > 0, out=dL_da2)
     # (14) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1
     # (15) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
     # (16) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
-    # (17) delta1: chain rule through relu, f' = Heaviside(x)
-    delta1 = dL_da1*np.heaviside(z1, 0)
+    # (17) delta1: chain rule through relu, f' = Heaviside(a)
+    delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)
     # (18) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (19) dL/db1 = delta1 summed over the batch

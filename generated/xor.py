@@ -39,12 +39,20 @@ TRAINING = {
     ),
 }
 
+#: The largest x with exp(x) finite, per dtype (np.log(np.finfo(dtype).max), rounded down).
+_EXP_MAX = {"f": 88.0, "d": 709.0}
 
-def _sigmoid(z):
-    """Logistic function without overflow: exp(-|z|) never exceeds 1."""
-    e = np.exp(-np.abs(z))
-    s = 1 / (1 + e)
-    return np.where(z >= 0, s, e * s)
+
+def _sigmoid(z, out=None):
+    """Logistic function 1 / (1 + exp(-z)), the exponent capped so exp never overflows.
+
+    The cap changes only results below the smallest normal number of the dtype.
+    """
+    s = np.negative(z, out=out)
+    np.minimum(s, _EXP_MAX.get(s.dtype.char, 88.0), out=s)
+    np.exp(s, out=s)
+    s += 1
+    return np.reciprocal(s, out=s)
 
 
 def init_params(seed=0, dtype=DTYPE):
@@ -66,13 +74,15 @@ def forward(params, X):
     """The network's output for inputs X of shape (N, 2)."""
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     return a2
 
 
@@ -85,36 +95,40 @@ def loss(params, X, T):
     """The loss L (equation 5) on inputs X and targets T."""
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
+    a2 = _sigmoid(z2, out=z2)
     # (5) the loss
-    return float(np.sum((1/2)*(a2 - T)**2))
+    return float((1/2)*np.vdot(a2 - T, a2 - T))
 
 
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, W2, b2 = (params["W1"], params["b1"], params["W2"], params["b2"])
-    # Forward pass; every value is kept for the backward pass.
+    # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: weighted inputs plus bias
-    z1 = X @ W1.T + b1
+    z1 = X @ W1.T
+    z1 += b1
     # (2) layer 1: sigmoid activation
-    a1 = _sigmoid(z1)
+    a1 = _sigmoid(z1, out=z1)
     # (3) layer 2: weighted inputs plus bias
-    z2 = a1 @ W2.T + b2
+    z2 = a1 @ W2.T
+    z2 += b2
     # (4) layer 2: sigmoid activation
-    a2 = _sigmoid(z2)
-    # (5) the loss
-    loss = float(np.sum((1/2)*(a2 - T)**2))
-    # Backward pass.
+    a2 = _sigmoid(z2, out=z2)
     # (6) dL/da2: derivative of the loss, dl/dy = -t + y
     dL_da2 = a2 - T
+    # (5) the loss, reusing dL_da2 from (6)
+    loss = float((1/2)*np.vdot(dL_da2, dL_da2))
+    # Backward pass.
     # (7) delta2: chain rule through sigmoid, f' = a*(1 - a)
-    delta2 = a2*dL_da2*(1 - a2)
+    delta2 = np.multiply(dL_da2, a2*(1 - a2), out=dL_da2)
     # (8) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1
     # (9) dL/db2 = delta2 summed over the batch
@@ -122,7 +136,7 @@ def loss_and_grad(params, X, T):
     # (10) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
     # (11) delta1: chain rule through sigmoid, f' = a*(1 - a)
-    delta1 = a1*dL_da1*(1 - a1)
+    delta1 = np.multiply(dL_da1, a1*(1 - a1), out=dL_da1)
     # (12) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (13) dL/db1 = delta1 summed over the batch

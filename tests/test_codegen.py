@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from symgrad.codegen import generate_module_source, load_module
 from symgrad.derive import derive
+from symgrad.interpret import evaluate
 from symgrad.spec import Network, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,23 +258,33 @@ def test_header_names_the_spec_and_the_command():
     assert "Command: symgrad generate examples/xor.toml -o generated/xor.py\n" in committed
 
 
-def _assignments(source: str, function: str) -> list[tuple[int | None, str, str]]:
-    """(equation number of the comment above, target, code) of each assignment in a function."""
+def _groups(source: str, function: str) -> list[tuple[int, str, list[str]]]:
+    """(equation number, comment, names assigned) of each commented group of a function.
+
+    A group is a ``# (n) ...`` comment and the statements under it, up to the next
+    comment; ``return`` in ``loss`` assigns "loss".
+    """
     lines = source.splitlines()
     tree = ast.parse(source)
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
-    out = []
+    groups = []
     for node in func.body:
+        match = re.match(r"# \((\d+)\) (.*)", lines[node.lineno - 2].strip())
+        if match:
+            groups.append((int(match.group(1)), match.group(2), []))
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            above = lines[node.lineno - 2].strip()
-            match = re.match(r"# \((\d+)\) ", above)
-            out.append((int(match.group(1)) if match else None, node.targets[0].id,
-                        ast.get_source_segment(source, node.value)))
-        if isinstance(node, ast.Return) and function == "loss":
-            above = lines[node.lineno - 2].strip()
-            match = re.match(r"# \((\d+)\) ", above)
-            out.append((int(match.group(1)) if match else None, "loss", ""))
-    return out
+            names = [node.targets[0].id]
+        elif isinstance(node, ast.AugAssign):
+            names = [node.target.id]
+        elif isinstance(node, ast.Return) and function == "loss":
+            names = ["loss"]
+        else:
+            names = []
+        if names and groups:
+            groups[-1][2].extend(names)
+        elif names and names != ["n"]:
+            raise AssertionError(f"{function}: {names} assigned above any numbered comment")
+    return groups
 
 
 @pytest.mark.parametrize("make", [
@@ -288,26 +299,33 @@ def test_every_line_carries_its_equation_number(make):
     derivation = derive(spec)
     source = generate_module_source(spec)
     targets = {s.number: ("loss" if s.phase == "loss" else s.target) for s in derivation.steps}
-    numbered = [(n, target) for n, target, _ in _assignments(source, "loss_and_grad")
-                if target != "n"]
-    # Every step of the derivation, in order, each line under its own number.
-    assert numbered == sorted(targets.items())
-    backward = [s.number for s in derivation.backward]
-    assert backward and all(targets[n] == t for n, t in numbered)
+    groups = _groups(source, "loss_and_grad")
+    numbers = [number for number, _, _ in groups]
+    # Every step of the derivation once, each computed under its own number.
+    assert sorted(numbers) == sorted(targets)
+    for number, _, names in groups:
+        assert targets[number] in names, (number, names)
+    # In the derivation's order, except backward steps the loss reuses, computed before it.
+    loss_number = derivation.loss_step.number
+    loss_comment = next(c for n, c, _ in groups if n == loss_number)
+    early = numbers[:numbers.index(loss_number)]
+    reused = [n for n in early if n > loss_number]
+    for number in reused:
+        assert f"reusing {targets[number]} from ({number})" in loss_comment
+    assert [n for n in numbers if n not in reused] == sorted(set(targets) - set(reused))
+    assert derivation.backward
     for function in ("forward", "loss"):
-        for number, target, _ in _assignments(source, function):
-            if target == "n":
-                continue
-            assert number is not None and targets[number] == target, (function, target)
+        for number, _, names in _groups(source, function):
+            assert targets[number] in names, (function, number, names)
 
 
 def test_names_follow_the_mathematics():
     source = (ROOT / "generated" / "xor.py").read_text()
-    targets = [t for _, t, _ in _assignments(source, "loss_and_grad")]
+    targets = [name for _, _, names in _groups(source, "loss_and_grad") for name in names]
     for name in ("z1", "a1", "z2", "a2", "loss", "dL_da2", "delta2", "dL_dW2", "dL_db2",
                  "dL_da1", "delta1", "dL_dW1", "dL_db1"):
         assert name in targets
-    assert "z1 = X @ W1.T + b1" in source
+    assert "z1 = X @ W1.T\n    z1 += b1\n" in source
     assert "dL_dW2 = delta2.T @ a1" in source
     assert "dL_db1 = delta1.sum(axis=0)" in source
 
@@ -686,12 +704,19 @@ def test_command_line_trains_and_writes_atomically(tmp_path):
 # --------------------------------------------------------------------------- gradients
 
 
-def _away_from_kinks(module, params, X):
-    """Whether no pre-activation is within 1e-4 of a ReLU/ELU kink (for FD)."""
-    _, local = _locals_at_return(module.loss_and_grad, params, X,
-                                 np.zeros((len(X), module.N_OUTPUTS)))
-    return all(np.abs(v).min() > 1e-4 for k, v in local.items()
-               if re.fullmatch(r"z\d+", k))
+def _away_from_kinks(spec, params, X):
+    """Whether no pre-activation is within 1e-4 of a ReLU/ELU kink (for FD).
+
+    The pre-activations come from evaluating the derivation (the generated code may
+    write a_k over z_k).
+    """
+    derivation = derive(spec)
+    output = derivation.graph.node(derivation.graph.output).size
+    arrays = {"X": X, "T": np.zeros((len(X), output)), **params}
+    values = evaluate(derivation, {k: np.asarray(v, float).tolist() for k, v in arrays.items()},
+                      exact=False, digits=20)
+    dense = [step.target for step in derivation.forward if step.rule == "dense"]
+    return all(min(abs(float(v)) for v in values[name]) > 1e-4 for name in dense)
 
 
 @pytest.mark.parametrize(("activation", "loss", "reduction"), MATRIX,
@@ -700,7 +725,7 @@ def test_gradient_matches_finite_differences_and_torch(activation, loss, reducti
     spec = matrix_spec(activation, loss, reduction)
     module = matrix_module(activation, loss, reduction)
     params, X, T = random_problem(module)
-    assert _away_from_kinks(module, params, X)
+    assert _away_from_kinks(spec, params, X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         value, grads = module.loss_and_grad(params, X, T)
@@ -729,7 +754,7 @@ def test_custom_expressions_match_finite_differences_in_float32_too(activation, 
             .loss(expr=loss, reduction="mean").build())
     m64 = load_module(generate_module_source(spec))
     params, X, T = random_problem(m64)
-    assert _away_from_kinks(m64, params, X)
+    assert _away_from_kinks(spec, params, X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, grads = m64.loss_and_grad(params, X, T)
@@ -755,7 +780,7 @@ def test_skip_connections_and_input_groups_match_torch(name):
         ref_value, ref_grads = torch_reference(spec, params, X, T)
         assert value == pytest.approx(ref_value, rel=1e-12)
         assert_matches(grads, ref_grads, 1e-8, f"torch seed {seed}")
-    if _away_from_kinks(module, params, X):
+    if _away_from_kinks(spec, params, X):
         assert_matches(grads, finite_differences(module.loss, params, X, T), 1e-6, "FD")
 
 
@@ -820,3 +845,48 @@ def test_random_architectures_match_torch(spec, seed):
     ref_value, ref_grads = torch_reference(spec, params, X, T)
     assert value == pytest.approx(ref_value, rel=1e-10, abs=1e-12)
     assert_matches(grads, ref_grads, 1e-8, "random architecture")
+
+
+# --------------------------------------------------------------------------- memory plan
+
+
+def _plan_modules():
+    for activation, loss, reduction in MATRIX[::3]:
+        yield f"{activation}-{loss}-{reduction}", matrix_module(activation, loss, reduction)
+    for name, make in (("skip", skip_spec), ("groups", groups_spec)):
+        yield name, load_module(generate_module_source(make()), name=f"plan_{name}")
+
+
+@pytest.mark.parametrize(("name", "module"), list(_plan_modules()),
+                         ids=[name for name, _ in _plan_modules()])
+def test_in_place_code_leaves_inputs_and_parameters_alone(name, module):
+    """Arrays written over are the function's own: X, T and params never change, and no
+    two gradients (or a gradient and an input) share memory."""
+    params, X, T = random_problem(module, batch=7)
+    before = {key: value.copy() for key, value in [*params.items(), ("X", X), ("T", T)]}
+    value, grads = module.loss_and_grad(params, X, T)
+    output = module.forward(params, X)
+    assert module.loss(params, X, T) == pytest.approx(value, rel=1e-12)
+    for key, value in [*params.items(), ("X", X), ("T", T)]:
+        assert np.array_equal(value, before[key]), key
+    arrays = [*grads.values(), *params.values(), X, T, output]
+    for i, first in enumerate(arrays):
+        for second in arrays[i + 1:]:
+            assert not np.shares_memory(first, second)
+    # Calling again gives the same gradients: nothing leaks from one call to the next.
+    _, again = module.loss_and_grad(params, X, T)
+    for key in grads:
+        assert np.array_equal(grads[key], again[key]), key
+
+
+def test_in_place_code_is_used_where_the_operand_is_dead():
+    source = generate_module_source(matrix_spec("relu", "cross_entropy", "sum"))
+    body = source[source.index("def loss_and_grad"):source.index("def init_state")]
+    assert "a1 = np.maximum(z1, 0, out=z1)" in body  # z1 is not read again
+    assert "delta2 = np.subtract(a2, T, out=a2)" in body  # nor is the output
+    assert "delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)" in body
+    assert "np.heaviside" not in body
+    # ELU's derivative reads z1, so z1 is kept and a1 is a new array.
+    source = generate_module_source(matrix_spec("elu", "sse", "sum"))
+    body = source[source.index("def loss_and_grad"):source.index("def init_state")]
+    assert "out=z1" not in body and "z1" in body.split("# Backward pass.")[1]

@@ -53,16 +53,28 @@ def test_derivative_matches_central_difference(name):
     ("sigmoid", a * (1 - a)),
     ("tanh", 1 - a**2),
     ("identity", None),
-    ("relu", None),
-    ("leaky_relu", None),
-    ("elu", None),
+    ("relu", sp.Heaviside(a)),  # a > 0 exactly when x > 0
+    ("leaky_relu", sp.Piecewise((1, a > 0), (sp.Rational(1, 5), True))),
+    ("elu", None),  # f' = exp(x) on the left: not a function of the sign alone
 ])
 def test_in_forward_terms(name, expected):
     result = primitives.in_forward_terms(bound(name))
     if expected is None:
         assert result is None
+    elif expected.has(sp.Piecewise):
+        assert result == expected
     else:
         assert sp.expand(result - expected) == 0
+
+
+@pytest.mark.parametrize("forward", [
+    sp.Max(0, x - 1),  # kink away from 0: a > 0 is x > 1, not x > 0
+    sp.Abs(x),  # loses the sign
+    sp.Piecewise((x, x > 0), (-x / 100, True)),  # a > 0 on both sides
+    sp.Min(sp.Max(-1, x), 1),  # flat on both sides
+], ids=["shifted-relu", "abs", "sign-flipping", "hardtanh"])
+def test_kinked_forms_that_are_not_rewritten(forward):
+    assert primitives.in_forward_terms(forward) is None
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)

@@ -21,28 +21,31 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sympy as sp
 
 from . import __version__, naming
 from .derive import Derivation, Step, derive
+from .inplace import plan, reads
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
+from .symbolic import LogSumExp
 
 DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
 class Line:
-    """One line of generated code and the equation it implements."""
+    """The statements of one step of generated code, and the equation they implement."""
 
     target: str
-    code: str
+    statements: tuple[str, ...]
+    code: str  # the step's expression, printed whole
     number: int
-    comment: str
+    comment: str | None  # None: another line of the equation above
     reads: frozenset[str]
 
 
@@ -71,41 +74,63 @@ def _comment(step: Step) -> str:
     return f"{n} {text}"
 
 
-def _lines(derivation: Derivation, printer: ArrayCodePrinter, steps: list[Step]) -> list[Line]:
-    out = []
-    for step in steps:
+def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=None
+           ) -> list[Line]:
+    """The steps of one generated function, with its memory plan (see :mod:`.inplace`)."""
+    statements = plan(steps, printer, live_out=live_out)
+    comments = comments or {}
+    lines = []
+    for step, planned in zip(steps, statements):
         target = "loss" if step.phase == "loss" else step.target
-        out.append(Line(target, printer.doprint(step.code_expr), step.number,
-                        _comment(step), _reads(step.code_expr)))
-    return out
+        lines.append(Line(target, planned, printer.doprint(step.code_expr), step.number,
+                          comments.get(target, _comment(step)), reads(step.code_expr)))
+    return lines
 
 
-def _reads(expr) -> frozenset[str]:
-    """The variables a line of code reads."""
-    names = set()
-    for symbol in _variables(expr):
-        name = str(symbol.name)
-        name = name.split("__")[0]  # a block of a weight matrix reads the matrix
-        names.add(naming.INPUT if name.startswith("X_") else name)
-    return frozenset(names)
+def _hoist_into_loss(loss: Step, backward: list[Step]):
+    """Backward steps the loss can reuse (``dL_da2 = a2 - T`` inside ``(a2 - T)**2``).
+
+    Returns the loss step rewritten to read them, and the steps to compute before it.
+    """
+    made = {step.target for step in backward}
+    code, hoisted = loss.code_expr, []
+    for step in backward:
+        if step.elementwise and not (reads(step.code_expr) & made) \
+                and not isinstance(step.code_expr, sp.Symbol) and code.has(step.code_expr):
+            code = code.xreplace({step.code_expr: sp.Symbol(step.target, real=True)})
+            hoisted.append(step)
+    return replace(loss, code=code), hoisted
 
 
-def _variables(expr):
-    """Symbols and matrix symbols in ``expr``, not counting the sizes in shapes."""
-    if isinstance(expr, (sp.Symbol, sp.MatrixSymbol)):
-        yield expr
-    elif not isinstance(expr, sp.OneMatrix):
-        for arg in expr.args:
-            yield from _variables(arg)
+def _share_log_softmax(loss: Step, forward: list[Step]):
+    """Softmax with cross-entropy: ``log_a = z - logsumexp(z)`` once, for the output and the loss.
+
+    Returns the loss reading ``log_a``, the forward steps computing it, and their comments.
+    """
+    steps, comments = [], {}
+    for step in forward:
+        z = step.code_expr.args[0] if step.rule == "softmax_forward" else None
+        log_softmax = None if z is None else z - LogSumExp(z)
+        if log_softmax is None or not loss.code_expr.has(log_softmax):
+            steps.append(step)
+            continue
+        name = sp.Symbol(f"log_{step.target}", real=True)
+        loss = replace(loss, code=loss.code_expr.xreplace({log_softmax: name}))
+        steps += [replace(step, target=name.name, code=log_softmax),
+                  replace(step, code=sp.exp(name))]
+        comments[name.name] = (f"({step.number}) layer {step.layer}: softmax activation, "
+                               f"as the exp of its log (the loss reads the log)")
+        comments[step.target] = None  # the second line of the same equation
+    return loss, steps, comments
 
 
-def _needed(lines: list[Line], wanted: set[str]) -> list[Line]:
-    """The lines that ``wanted`` depends on, in order."""
+def _needed(steps: list[Step], wanted: set[str]) -> list[Step]:
+    """The steps that ``wanted`` depends on, in order."""
     keep = []
-    for line in reversed(lines):
-        if line.target in wanted:
-            keep.append(line)
-            wanted |= line.reads
+    for step in reversed(steps):
+        if step.target in wanted:
+            keep.append(step)
+            wanted |= reads(step.code_expr)
     return keep[::-1]
 
 
@@ -118,9 +143,26 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     spec = derivation.spec
     graph = derivation.graph
     printer = ArrayCodePrinter(code_names(graph))
-    forward = _lines(derivation, printer, derivation.forward)
-    loss_line = _lines(derivation, printer, [derivation.loss_step])[0]
-    backward = _lines(derivation, printer, derivation.backward)
+    output = graph.node(graph.output)
+    forward_steps, loss_step = derivation.forward, derivation.loss_step
+    # forward(): only the output is returned.
+    forward = _lines(printer, forward_steps, live_out={output.name})
+    # loss(): the forward steps the loss reads.
+    wanted = _needed(forward_steps, set(reads(loss_step.code_expr)))
+    forward_for_loss = _lines(printer, wanted + [loss_step], live_out=set())[:-1]
+    loss_only = _lines(printer, [loss_step], live_out=set())[0]
+    # loss_and_grad(): forward, loss, backward; what the loss shares with the backward
+    # pass is computed once, before the loss.
+    reused, hoisted = _hoist_into_loss(loss_step, derivation.backward)
+    reused, shared_forward, comments = _share_log_softmax(reused, forward_steps)
+    backward_steps = [step for step in derivation.backward if step not in hoisted]
+    comments["loss"] = _comment(reused) + "".join(
+        f", reusing {step.target} from ({step.number})" for step in hoisted)
+    gradient_lines = _lines(printer, shared_forward + hoisted + [reused] + backward_steps,
+                            live_out=set(derivation.gradients.values()), comments=comments)
+    split = len(shared_forward) + len(hoisted)
+    forward_for_grad, loss_line = gradient_lines[:split], gradient_lines[split]
+    backward = gradient_lines[split + 1:]
     spec_path = spec_path or spec.source or f"{spec.name}.toml"
     command = f"symgrad generate {spec_path}"
     if output_path:
@@ -133,14 +175,15 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         layers.append({"weight": naming.weight(index),
                        "bias": naming.bias(index) if layer.bias else None,
                        "init": kind, "activation": layer.activation.kind})
-    output = graph.node(graph.output)
-    backward_reads = set().union(*(line.reads for line in backward), loss_line.reads)
+    backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
+                                 loss_line.reads)
     template = environment().get_template("module.py.j2")
     return template.render(
         spec=spec, version=__version__, spec_path=spec_path, command=command, dtype=dtype,
-        params=graph.params, forward=forward,
-        forward_for_loss=_needed(forward, set(loss_line.reads)),
-        uses_n=naming.BATCH in backward_reads, uses_decay=naming.DECAY in backward_reads, loss=loss_line, backward=backward,
+        params=graph.params, forward=forward, forward_for_loss=forward_for_loss,
+        forward_for_grad=forward_for_grad, loss_only=loss_only,
+        uses_n=naming.BATCH in backward_reads, uses_decay=naming.DECAY in backward_reads,
+        loss=loss_line, backward=backward,
         output=output.name, layers=layers, helpers=sorted(printer.helpers),
         gradients=derivation.gradients, architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,

@@ -165,11 +165,15 @@ def in_forward_terms(forward: sp.Expr) -> sp.Expr | None:
     a*(1 - a)
     >>> in_forward_terms(sp.tanh(x))
     1 - a**2
-    >>> in_forward_terms(sp.Max(0, x)) is None
-    True
+    >>> in_forward_terms(sp.Max(0, x))
+    Heaviside(a)
+    >>> in_forward_terms(sp.Piecewise((x, x > 0), (x / 100, True)))
+    Piecewise((1, a > 0), (1/100, True))
     """
-    if forward.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs) or forward == x:
+    if forward == x:
         return None
+    if forward.has(sp.Piecewise, sp.Max, sp.Min, sp.Abs):
+        return _sign_preserving_slope(forward)
     invertible = sp.count_ops(forward) < 40 and _occurrences(forward) == 1
     derivative = activation_derivative(forward)
     candidates = [derivative.subs(forward, a)]  # f' written with f itself, as tanh' is
@@ -188,6 +192,34 @@ def in_forward_terms(forward: sp.Expr) -> sp.Expr | None:
         # SymPy must confirm the rewrite, tidied as printed: f'(x) - g(f(x)) is zero.
         if sp.simplify(derivative - candidate.subs(a, forward)) == 0:
             return candidate
+    return None
+
+
+def _sign_preserving_slope(forward: sp.Expr) -> sp.Expr | None:
+    """A kinked ``f'`` in terms of ``a``, when f' depends only on the sign of x and f keeps it.
+
+    relu' = H(x) is H(a): a > 0 exactly when x > 0.  SymPy checks the rewrite on
+    both half-lines and at the kink, with the step function 0 at 0 as in the code.
+    """
+    derivative = activation_derivative(forward)
+    pieces = derivative.args if isinstance(derivative, sp.Piecewise) else ()
+    if any(value.has(x) for value, _ in pieces) or not (
+            isinstance(derivative, sp.Heaviside) and derivative.args[0] == x or pieces):
+        return None
+    candidate = derivative.xreplace({x: a})
+
+    def step_zero_at_zero(expr: sp.Expr) -> sp.Expr:
+        return expr.replace(sp.Heaviside, lambda u, *_: sp.Heaviside(u, 0))
+
+    slope, rewritten = step_zero_at_zero(derivative), step_zero_at_zero(candidate)
+
+    def at(point: sp.Expr) -> bool:
+        value = slope.subs(x, point) - rewritten.subs(a, forward.subs(x, point))
+        return sp.simplify(sp.piecewise_fold(value)) == 0
+
+    positive, negative = sp.Symbol("p", positive=True), sp.Symbol("q", negative=True)
+    if at(positive) and at(negative) and at(sp.S.Zero):
+        return candidate
     return None
 
 

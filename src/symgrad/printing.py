@@ -24,6 +24,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import precedence
 
 from . import naming
+from .symbolic import LogSumExp, RowSum, Sigmoid, Softplus
 
 
 class ArrayCodePrinter(NumPyPrinter):
@@ -102,6 +103,18 @@ class ArrayCodePrinter(NumPyPrinter):
 
     # array functions
     def _print_Total(self, expr):
+        """``np.vdot(u, v)`` for a sum of products of two full arrays: one pass, no temporary."""
+        coefficient, rest = expr.args[0].as_coeff_Mul()
+        factors = list(sp.Mul.make_args(rest))
+        if len(factors) == 1 and isinstance(factors[0], sp.Pow) and factors[0].exp == 2:
+            factors = [factors[0].base] * 2
+        if len(factors) == 2 and all(_full(f) for f in factors):
+            text = f"np.vdot({self._print(factors[0])}, {self._print(factors[1])})"
+            if coefficient == 1:
+                return text
+            if coefficient == -1:
+                return f"-{text}"
+            return f"{self.parenthesize(coefficient, precedence(sp.Mul(2, 3, evaluate=False)))}*{text}"
         return f"np.sum({self._print(expr.args[0])})"
 
     def _print_RowSum(self, expr):
@@ -123,10 +136,48 @@ class ArrayCodePrinter(NumPyPrinter):
         return self._helper("_erf", *expr.args)
 
     def _print_Heaviside(self, expr):
-        # Not ``(x > 0)``: a boolean array times an integer is int64, which would turn
-        # float32 arrays into float64.  The step is 0 at the kink, as in ReLU's usual
+        # Alone, not ``(x > 0)``: a boolean array times an integer is int64, which would
+        # turn float32 arrays into float64.  The step is 0 at the kink, as in ReLU's usual
         # subgradient.
         return f"np.heaviside({self._print(expr.args[0])}, 0)"
+
+    def _print_Mask(self, expr):
+        return f"({self._print(expr.args[0])} > 0)"
+
+    def _print_Mul(self, expr):
+        """A step function beside an array factor prints as a boolean mask: ``d*(a1 > 0)``."""
+        # Only with no numeric coefficient: ``2*(a > 0)`` would be int64, ``-(a > 0)`` an error.
+        if expr.as_coeff_Mul()[0] == 1 and any(isinstance(f, sp.Heaviside) for f in expr.args) \
+                and any(_full(f) for f in expr.args if not isinstance(f, sp.Heaviside)):
+            expr = sp.Mul(*[Mask(f.args[0]) if isinstance(f, sp.Heaviside) else f
+                            for f in expr.args], evaluate=False)
+        return super()._print_Mul(expr)
+
+    # in-place forms
+    def factor(self, expr) -> str:
+        """``expr`` as the second operand of an in-place multiply: a step function is a mask."""
+        if isinstance(expr, sp.Heaviside):
+            return f"{self._print(expr.args[0])} > 0"
+        return self.doprint(expr)
+
+    def call_into(self, expr, child, operand: str, out: str) -> str | None:
+        """``expr``, a function of ``child`` (already in array ``operand``), written into ``out``.
+
+        None when ``expr`` is not one NumPy call that takes ``out=``.
+        """
+        if isinstance(expr, (sp.Max, sp.Min)) and len(expr.args) == 2:
+            other = expr.args[1] if expr.args[0] == child else expr.args[0]
+            function = "np.maximum" if isinstance(expr, sp.Max) else "np.minimum"
+            return f"{function}({operand}, {self.doprint(other)}, out={out})"
+        if len(expr.args) != 1:
+            return None
+        if isinstance(expr, Sigmoid):
+            self.helpers.add("_sigmoid")
+            return f"_sigmoid({operand}, out={out})"
+        if isinstance(expr, Softplus):
+            return f"np.logaddexp(0, {operand}, out={out})"
+        name = type(expr).__name__
+        return f"np.{_UFUNCS[name]}({operand}, out={out})" if name in _UFUNCS else None
 
     def _print_Max(self, expr):
         return self._fold("np.maximum", expr.args)
@@ -153,6 +204,26 @@ class ArrayCodePrinter(NumPyPrinter):
     def _print_Relational(self, expr):
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+
+#: SymPy functions of one argument that are NumPy ufuncs (they take ``out=``).
+_UFUNCS = {"exp": "exp", "log": "log", "tanh": "tanh", "sinh": "sinh", "cosh": "cosh",
+           "sin": "sin", "cos": "cos", "atan": "arctan", "Abs": "abs"}
+
+
+class Mask(sp.Function):
+    """The step function as a boolean array, for use beside a float array factor."""
+
+    nargs = 1
+
+
+def _full(expr) -> bool:
+    """Whether ``expr`` evaluates to a whole array, not a scalar or a row-sum column."""
+    if isinstance(expr, (LogSumExp, RowSum)) or expr.is_number:
+        return False
+    if isinstance(expr, sp.Symbol):
+        return expr.name not in (naming.BATCH, naming.DECAY)
+    return any(_full(arg) for arg in expr.args)
 
 
 def _numeric_constants(expr):
