@@ -32,9 +32,10 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symgrad.derive import _softmax_cross_entropy_lemma, derive
+from symgrad.derive import derive
 from symgrad.expand import input_symbols, per_weight_gradients, target_symbols, weight_symbols
 from symgrad.interpret import evaluate
+from symgrad.ops.loss import softmax_cross_entropy_lemma as _softmax_cross_entropy_lemma
 from symgrad.spec import Network, NetworkSpec
 
 DECAY = 0.25

@@ -37,6 +37,12 @@ class Node:
     activation: Activation | None = None
     weight: str | None = None
     bias: str | None = None
+    dims: tuple[int, ...] = ()  # per-sample shape when it is not flat: (C, H, W)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The per-sample shape of the node's value: ``(size,)`` unless it has ``dims``."""
+        return self.dims or (self.size,)
 
 
 @dataclass

@@ -46,6 +46,12 @@ def grad(name: str) -> str:
     return f"dL_d{name}"
 
 
+def gradient(name: str) -> str:
+    """The code name of dL/d(node): ``delta1`` for a pre-activation ``z1``, else ``dL_d<name>``."""
+    match = re.fullmatch(r"z(\d+)", name)
+    return delta(int(match.group(1))) if match else grad(name)
+
+
 def input_group(group: str) -> str:
     return f"X_{group}"
 
