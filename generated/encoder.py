@@ -264,12 +264,101 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     return history
 
 
+#: The most bytes the command line reads from one .npz file (its members uncompressed).
+MAX_NPZ_BYTES = 2**31
+
+
+class _Refused(Exception):
+    """A bad input to the command line, as one line: file, field and why."""
+
+
 def _main(argv=None):
-    """Train from the command line: --data FILE.npz (arrays X and T) --out params.npz."""
+    """Train from the command line: --data FILE.npz (arrays X and T) --out params.npz.
+
+    Returns the exit status: 0, or 2 after one line FILE: FIELD: WHY on stderr for a
+    bad input, with nothing written.  The parameters are written atomically.
+    """
     import argparse
     import os
+    import sys
+    import tempfile
+    import zipfile
+    import zlib
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    def refuse(where, field, why):
+        raise _Refused(f"{where}: {field}: {why}")
+
+    def one_line(text):
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            field, _, why = message.partition(": ")
+            if not (field.startswith("argument ") and why):
+                field, why = "arguments", message
+            refuse(self.prog, field.removeprefix("argument "), why)
+
+    def read_array(archive, info, where, name):
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                refuse(where, name, f"unsupported .npy format version {version}")
+            room = info.file_size - member.tell()
+        if dtype.hasobject:
+            refuse(where, name, "holds Python objects; only numbers are read (no pickles)")
+        if dtype.kind not in "biuf":
+            refuse(where, name, f"expected numbers, got {dtype}")
+        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != room:
+            refuse(where, name, f"declares shape {shape} but holds {room} bytes of data")
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+
+    def read_npz(where, option, names):
+        """The named arrays of an .npz file, their sizes checked before anything is read."""
+        field = option
+        try:
+            with zipfile.ZipFile(where) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                total = sum(info.file_size for info in members.values())
+                if total > MAX_NPZ_BYTES:
+                    refuse(where, option, f"holds {total} bytes uncompressed, more than the "
+                           f"limit of {MAX_NPZ_BYTES}")
+                arrays = {}
+                for name in names:
+                    field = name
+                    info = members.get(f"{name}.npy")
+                    if info is None:
+                        held = ", ".join(sorted(m.removesuffix(".npy") for m in members))
+                        refuse(where, name, f"missing array (the file holds: {held or 'none'})")
+                    arrays[name] = read_array(archive, info, where, name)
+                return arrays
+        except FileNotFoundError:
+            refuse(where, option, "no such file")
+        except IsADirectoryError:
+            refuse(where, option, "is a directory, not an .npz file")
+        except zipfile.BadZipFile as error:
+            refuse(where, field, f"not a valid .npz archive ({one_line(error)})")
+        except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError,
+                zlib.error) as error:
+            refuse(where, field, f"cannot be read ({one_line(error) or type(error).__name__})")
+
+    def numbers(where, name, value, shape):
+        if value.ndim != len(shape) or any(
+                wanted not in (None, got) for wanted, got in zip(shape, value.shape)):
+            wanted = ", ".join("N" if w is None else str(w) for w in shape)
+            wanted += "," if len(shape) == 1 else ""
+            refuse(where, name, f"expected shape ({wanted}), got {value.shape}")
+        with np.errstate(all="ignore"):
+            value = value.astype(DTYPE)
+        if not np.isfinite(value).all():
+            refuse(where, name, f"contains NaN or infinite values (in {np.dtype(DTYPE).name})")
+        return value
+
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="an .npz file with arrays X and T")
     parser.add_argument("--out", default="params.npz", help="where to write the parameters")
     parser.add_argument("--params", help="start from parameters in this .npz file")
@@ -281,26 +370,70 @@ def _main(argv=None):
     parser.add_argument("--momentum", type=float, default=TRAINING["momentum"])
     parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"])
     parser.add_argument("--seed", type=int, default=TRAINING["seed"])
-    args = parser.parse_args(argv)
-    with np.load(args.data) as data:
-        missing = {"X", "T"} - set(data.files)
-        if missing:
-            parser.error(f"{args.data}: missing arrays {', '.join(sorted(missing))}")
-        X, T = data["X"].astype(DTYPE), data["T"].astype(DTYPE)
-    if args.params:
-        with np.load(args.params) as saved:
-            params = {name: saved[name].astype(DTYPE) for name in PARAM_SHAPES}
-    else:
-        params = init_params(args.seed)
-    history = train(params, X, T, mode=args.mode, epochs=args.epochs,
-                    learning_rate=args.learning_rate, momentum=args.momentum,
-                    batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer)
-    temporary = args.out + ".tmp"
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **params)
-    os.replace(temporary, args.out)
-    print(f"epochs {len(history)}  loss {history[-1]:.6g}  parameters written to {args.out}")
+    try:
+        args = parser.parse_args(argv)
+        for option, value, low in (("--epochs", args.epochs, 1),
+                                   ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
+            if value < low:
+                refuse(parser.prog, option, f"must be at least {low}, got {value}")
+        for option, value in (("--learning-rate", args.learning_rate),
+                              ("--momentum", args.momentum)):
+            if not (np.isfinite(value) and value >= 0):
+                refuse(parser.prog, option, f"must be a finite number >= 0, got {value}")
+        target = os.path.abspath(args.out)
+        if os.path.isdir(target):
+            refuse(args.out, "--out", "is a directory")
+        if not os.path.isdir(os.path.dirname(target)):
+            refuse(args.out, "--out", "its directory does not exist")
+        data = read_npz(args.data, "--data", ("X", "T"))
+        X = numbers(args.data, "X", data["X"], (None, N_INPUTS))
+        T = numbers(args.data, "T", data["T"], (None, N_OUTPUTS))
+        if len(X) != len(T):
+            refuse(args.data, "T", f"has {len(T)} rows but X has {len(X)}")
+        if not len(X):
+            refuse(args.data, "X", "has no rows")
+        if args.params:
+            saved = read_npz(args.params, "--params", tuple(PARAM_SHAPES))
+            params = {name: numbers(args.params, name, saved[name], shape)
+                      for name, shape in PARAM_SHAPES.items()}
+        else:
+            params = init_params(args.seed)
+        with np.errstate(all="ignore"):
+            try:
+                history = train(params, X, T, mode=args.mode, epochs=args.epochs,
+                                learning_rate=args.learning_rate, momentum=args.momentum,
+                                batch_size=args.batch_size, seed=args.seed,
+                                optimizer=args.optimizer)
+            except FloatingPointError as error:
+                refuse(args.data, "loss", str(error).removeprefix("loss "))
+        for name, value in params.items():
+            if not np.isfinite(value).all():
+                refuse(args.data, name, "became NaN or infinite in training; try a smaller "
+                       "learning rate")
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=".params-", suffix=".npz",
+                                                 dir=os.path.dirname(target))
+        except OSError as error:
+            refuse(args.out, "--out", f"cannot write there ({error.strerror})")
+        try:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(temporary, 0o666 & ~mask)
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **params)
+            os.replace(temporary, target)
+        except BaseException as error:
+            os.unlink(temporary)
+            if not isinstance(error, OSError):
+                raise
+            refuse(args.out, "--out", f"cannot write ({error.strerror})")
+    except _Refused as error:
+        print(one_line(error), file=sys.stderr)
+        return 2
+    print(f"epochs {len(history)}  loss {history[-1]:.6g}  "
+          f"parameters written to {one_line(args.out)}")
+    return 0
 
 
 if __name__ == "__main__":
-    _main()
+    raise SystemExit(_main())

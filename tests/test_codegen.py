@@ -698,7 +698,8 @@ def test_command_line_trains_and_writes_atomically(tmp_path):
     np.savez(missing, X=XOR_X)
     bad = subprocess.run([sys.executable, str(ROOT / "generated" / "xor.py"), "--data",
                           str(missing)], capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode == 2 and "missing arrays T" in bad.stderr
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr == f"{missing}: T: missing array (the file holds: X)\n"
 
 
 # --------------------------------------------------------------------------- gradients

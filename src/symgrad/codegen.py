@@ -18,15 +18,20 @@ True
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import math
+import os
+import shlex
 import sys
+import tempfile
 import types
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sympy as sp
 
-from . import __version__, naming
+from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
 from .printing import ArrayCodePrinter, code_names
@@ -49,29 +54,82 @@ class Line:
     reads: frozenset[str]
 
 
+def text_fragment(text: str) -> str:
+    r"""User text as the inside of a double-quoted Python string or docstring.
+
+    Backslashes, double quotes and every character that is not printable (line
+    breaks, ANSI escapes, bidirectional controls) become escape sequences, so the
+    fragment can end no string, docstring or comment, and reads back as ``text``.
+
+    >>> text_fragment('say "hi"\n\x1b[31m')
+    'say \\"hi\\"\\n\\x1b[31m'
+    >>> import ast
+    >>> payload = '"' * 3 + '\\ \r\n\x1b\u202e'
+    >>> ast.literal_eval('"' + text_fragment(payload) + '"') == payload
+    True
+    """
+    out = []
+    for char in str(text):
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def py_literal(value) -> str:
+    r"""The Python source of a plain value (str, int, finite float, bool, None, tuple).
+
+    >>> py_literal(("W1", 2, 0.5, None, True))
+    '("W1", 2, 0.5, None, True)'
+    >>> py_literal('"; import os')
+    '"\\"; import os"'
+    """
+    if isinstance(value, str):
+        return f'"{text_fragment(value)}"'
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be written into generated code")
+        return repr(float(value))
+    if isinstance(value, tuple):
+        items = ", ".join(py_literal(item) for item in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    raise TypeError(f"a {type(value).__name__} cannot be written into generated code")
+
+
+def comment_text(text: str) -> str:
+    """Text for a ``#`` comment: on one line, with non-printable characters escaped."""
+    return "".join(char if char.isprintable() else text_fragment(char) for char in str(text))
+
+
+def _identifier(name: str) -> str:
+    """A code name checked to be a plain identifier before it is written as code."""
+    if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
+        raise ValueError(f"{name!r} is not a valid name in generated code")
+    return name
+
+
 def _comment(step: Step) -> str:
-    """The comment beside a generated line: its equation number and what it computes."""
-    n, layer, detail = f"({step.number})", step.layer, step.detail
-    kind = detail["activation"].kind if "activation" in detail else ""
-    text = {
-        "dense": f"layer {layer}: weighted inputs plus bias",
-        "activation_forward": f"layer {layer}: {kind} activation",
-        "softmax_forward": f"layer {layer}: softmax activation",
-        "loss": "the loss",
-        "loss_derivative": f"dL/d{step.target[4:]}: derivative of the loss, "
-                           f"dl/dy = {sp.sstr(detail.get('derivative'))}",
-        "fused": f"delta{layer}: loss and output activation differentiated together",
-        "fused_softmax": f"delta{layer}: softmax with cross-entropy gives p - t (lemma)",
-        "activation": f"delta{layer}: chain rule through {kind}, f' = "
-                      f"{sp.sstr(detail.get('slope') or detail.get('derivative'))}",
-        "identity": f"delta{layer}: chain rule through the identity",
-        "softmax": f"delta{layer}: chain rule through softmax (its Jacobian times dL/da)",
-        "weight": f"dL/dW{layer} = delta{layer}^T times the layer input, summed over the batch",
-        "bias": f"dL/db{layer} = delta{layer} summed over the batch",
-        "backprop": f"dL/d{step.target[4:]}: chain rule back through the next dense layer",
-        "backprop_sum": f"dL/d{step.target[4:]}: contributions of every consumer add up",
-    }[step.rule]
-    return f"{n} {text}"
+    """The comment beside a generated line: its equation number and the rule's comment."""
+    detail = step.detail
+    text = ops.rule(step.rule).comment.format(
+        layer=step.layer, wrt=step.target[4:] if step.target.startswith("dL_d") else step.target,
+        kind=detail["activation"].kind if "activation" in detail else "",
+        derivative=sp.sstr(detail.get("slope") or detail.get("derivative")))
+    return f"({step.number}) {text}"
 
 
 def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=None
@@ -163,10 +221,10 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     split = len(shared_forward) + len(hoisted)
     forward_for_grad, loss_line = gradient_lines[:split], gradient_lines[split]
     backward = gradient_lines[split + 1:]
-    spec_path = spec_path or spec.source or f"{spec.name}.toml"
-    command = f"symgrad generate {spec_path}"
+    spec_path = str(spec_path or spec.source or f"{spec.name}.toml")
+    command = f"symgrad generate {shlex.quote(spec_path)}"
     if output_path:
-        command += f" -o {output_path}"
+        command += f" -o {shlex.quote(str(output_path))}"
     if dtype != "float64":
         command += f" --dtype {dtype}"
     layers = []
@@ -177,8 +235,11 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
                        "init": kind, "activation": layer.activation.kind})
     backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
                                  loss_line.reads)
+    for name in [*graph.params, output.name, *derivation.gradients.values()]:
+        _identifier(name)
     template = environment().get_template("module.py.j2")
-    return template.render(
+    source = template.render(
+        py=py_literal, doc=text_fragment, comment=comment_text,
         spec=spec, version=__version__, spec_path=spec_path, command=command, dtype=dtype,
         params=graph.params, forward=forward, forward_for_loss=forward_for_loss,
         forward_for_grad=forward_for_grad, loss_only=loss_only,
@@ -189,12 +250,16 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         training=spec.training, weight_decay=spec.loss.weight_decay,
         init_range=spec.init.range, classes=output.activation.vector,
     )
+    ast.parse(source)  # a template or printer fault fails here, not on import
+    return source
 
 
 def _architecture(spec: NetworkSpec) -> str:
     sizes = [str(spec.n_inputs)] + [str(layer.units) for layer in spec.layers]
     kinds = ", ".join(layer.activation.kind for layer in spec.layers)
-    loss = spec.loss.kind if spec.loss.expr is None else f"custom ({spec.loss.expr})"
+    # The parsed expression, never the user's text (which may carry a comment).
+    loss = (spec.loss.kind if spec.loss.expr is None
+            else f"custom ({sp.sstr(spec.loss.per_output())})")
     return f"{'-'.join(sizes)} ({kinds}); loss {loss}, reduction {spec.loss.reduction}"
 
 
@@ -205,9 +270,16 @@ def write_module(spec: NetworkSpec, path: str | Path, *, dtype: str = "float64",
     source = generate_module_source(spec, dtype=dtype, spec_path=spec_path,
                                     output_path=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(source, encoding="utf-8")
-    temporary.replace(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                         dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(source)
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return path
 
 
