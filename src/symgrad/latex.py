@@ -39,6 +39,31 @@ _LAYERED = re.compile(r"(log_a|delta|z|a|W|b)(\d+)")
 _ENTRY_HEAD = {"delta": r"\delta", "z": "z", "a": "a", "W": "w", "b": "b", "log_a": r"\log a"}
 
 
+_LATEX_SPECIALS = {"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$", "{": r"\{",
+                   "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "\\": r"\textbackslash{}"}
+
+
+def latex_text(text: str) -> str:
+    r"""User text (a layer or network name) as literal LaTeX text, safe in any argument.
+
+    LaTeX's special characters are escaped; anything outside printable ASCII (line
+    breaks, terminal escapes, characters pdflatex may not know) is shown as its
+    Python escape, so no user text can run a command, open a group or end a paragraph.
+
+    >>> print(latex_text(r"a_b\input{x}"))
+    a\_b\textbackslash{}input\{x\}
+    >>> print(latex_text("x\n\x1b[31m"))
+    x\textbackslash{}n\textbackslash{}x1b[31m
+    """
+    out = []
+    for char in str(text):
+        if not (char.isascii() and char.isprintable()):
+            char = char.encode("unicode_escape").decode("ascii")  # \n, \x1b, \u00e9
+        out.append("".join(_LATEX_SPECIALS.get(c, c) for c in char))
+    return "".join(out)
+
+
 def entry(name: str, index: str) -> str:
     """The LaTeX of one entry of array ``name``: ``entry("a2", "nj") == "a^{(2)}_{nj}"``."""
     match = _LAYERED.fullmatch(name)

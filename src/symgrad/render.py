@@ -31,7 +31,14 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from . import naming, primitives
-from .latex import DerivationLatexPrinter, entry, latex_width, named_function, transposed
+from .latex import (
+    DerivationLatexPrinter,
+    entry,
+    latex_text,
+    latex_width,
+    named_function,
+    transposed,
+)
 from .resources import environment, templates_dir
 from .symbolic import Total
 
@@ -39,6 +46,36 @@ from .symbolic import Total
 LINE_WIDTH = 52.0
 
 z = sp.Symbol("z", real=True)
+
+
+# --------------------------------------------------------------------------- user text
+
+def plain_text(text: str) -> str:
+    r"""User text for a terminal: control characters (ANSI escapes, line breaks) escaped.
+
+    >>> plain_text("h\x1b[2J\nsymgrad: forged")
+    'h\\x1b[2J\\nsymgrad: forged'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
+def markdown_code(text: str) -> str:
+    r"""User text as inline code in Markdown, inert as HTML and Markdown (tables too).
+
+    Plain names stay a code span; anything else becomes ``<code>`` with every ASCII
+    punctuation character as a numeric entity and control characters escaped.
+
+    >>> markdown_code("layer_1")
+    '`layer_1`'
+    >>> markdown_code("<img src=x onerror=alert(1)>|`")
+    '<code>&#60;img src&#61;x onerror&#61;alert&#40;1&#41;&#62;&#124;&#96;</code>'
+    """
+    text = plain_text(text)
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", text):
+        return f"`{text}`"
+    return "<code>" + "".join(f"&#{ord(c)};" if c.isascii() and not c.isalnum() and c != " "
+                              else c for c in text) + "</code>"
 
 
 # --------------------------------------------------------------------------- data for templates
@@ -157,12 +194,8 @@ class _Builder:
     def name(self, text: str) -> str:
         """A user-given name (layer, group, network) as literal text."""
         if self.target == "md":
-            return f"`{text}`"
-        escaped = "".join({"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
-                           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                           "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}.get(c, c)
-                          for c in text)
-        return rf"\texttt{{{escaped}}}"
+            return markdown_code(text)
+        return rf"\texttt{{{latex_text(text)}}}"
 
     def sym(self, name: str) -> str:
         return naming.latex(name)
@@ -717,8 +750,12 @@ def render_text(derivation, *, per_weight: dict | None = None) -> str:
         for idx in _indices(matrix):
             weights.append((f"dL/d{param}[{_index(idx)}]",
                             printer.doprint(matrix[idx])))
+    rows = [{key: plain_text(value) if isinstance(value, str) else value
+             for key, value in row.items()} for row in rows]
+    weights = [(plain_text(name), plain_text(expr)) for name, expr in weights]
     return environment().get_template("derivation.txt.j2").render(
-        spec=derivation.spec, steps=rows, weights=weights)
+        spec=derivation.spec, name=plain_text(derivation.spec.name), steps=rows,
+        weights=weights)
 
 
 def _text_detail(step, printer: TextPrinter) -> str:
