@@ -373,7 +373,7 @@ class _Reader:
         try:
             number = float(value)
         except OverflowError:
-            number = math.inf
+            self.fail(where, f"out of range, got {_short(value)}")
         if not math.isfinite(number):
             self.fail(where, f"must be finite, got {_short(value)}")
         if minimum is not None and number < minimum:
@@ -390,9 +390,11 @@ class _Reader:
         if not isinstance(value, str) or value not in options:
             hint = difflib.get_close_matches(value, options, n=1) if isinstance(value, str) else []
             suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-            got = f"value {_short(value)}" if isinstance(value, str) else \
-                f"{_typename(value)} {_short(value)}, expected a string"
-            self.fail(where, f"unknown {got}{suggestion} (one of: {', '.join(options)})")
+            if not isinstance(value, str):
+                self.fail(where, f"expected one of {', '.join(options)}; got "
+                          f"{_typename(value)} {_short(value)}")
+            self.fail(where, f"unknown value {_short(value)}{suggestion} "
+                      f"(one of: {', '.join(options)})")
         return value
 
     def string(self, value: Any, where: tuple) -> str:
@@ -447,7 +449,10 @@ class _Reader:
         layers: list[Layer] = []
         for index, layer_data in enumerate(layers_data):
             layers.append(self.read_layer(layer_data, index, shapes, layers))
-            shapes[layers[-1].name] = layers[-1].shape
+            shape = shapes[layers[-1].name] = layers[-1].shape
+            if math.prod(shape) > MAX_VALUES:
+                self.fail(("layers", index), f"output {_sized(shape)} = {math.prod(shape):,} "
+                          f"values per sample; at most {MAX_VALUES:,}")
         if layers[-1].kind != "dense":
             self.fail(("layers", len(layers) - 1, "kind"),
                       f"the last layer must be dense (a loss needs a flat output), got "
@@ -801,8 +806,9 @@ def _short(value: Any, limit: int = 60) -> str:
 
 # --------------------------------------------------------------------------- front ends
 
-_TOML_TOKEN = re.compile(r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]',
-                         re.DOTALL)
+_TOML_TOKEN = re.compile(r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\''  # multi-line strings
+                         r'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*'  # strings, comments
+                         r'|[\[\]{}]', re.DOTALL)
 
 
 def _check_text(text: str, path: str) -> None:
