@@ -10,11 +10,19 @@ the file, line and field; no traceback and no partial output file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import math
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
+from .fileio import printable, write_atomically
 from .spec import SpecError
 
 #: Subcommands implemented in their own modules: name -> (module, help).
@@ -26,20 +34,202 @@ SUBCOMMANDS = {
 
 EXIT_OK, EXIT_WRONG, EXIT_BAD_INPUT = 0, 1, 2
 
+#: Defaults of the gradient check on the command line.
+DEFAULT_ENTRIES, DEFAULT_DIRECTIONS, DEFAULT_TIMEOUT = 32, 4, 600.0
+
 
 class UsageError(Exception):
     """Bad input found by a command: reported in one line, exit code 2."""
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+class _TimeLimit(BaseException):
+    """Raised by SIGALRM when user code runs past --timeout (not an Exception: harder to swallow)."""
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(EXIT_BAD_INPUT, f"symgrad: {printable(self.prog)}: {printable(message)}\n")
+
+
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer in [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _entries(text: str) -> int | None:
+    """``--entries``: ``all`` or an integer >= 1."""
+    if text.strip().lower() == "all":
+        return None
+    return int_at_least(1)(text)
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a positive number of seconds."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+seed_type = int_at_least(0, 2**63 - 1)
+
+
+def add_check_options(parser, *, problem: bool = True) -> None:
+    """The options of the gradient check (``check``, ``generate --check``)."""
+    if problem:
+        parser.add_argument("--batch", type=int_at_least(1, 100_000), default=5,
+                            help="samples in the random batch (default 5)")
+        parser.add_argument("--seed", type=seed_type, default=0,
+                            help="random parameters, data and sample (default 0)")
+    parser.add_argument("--entries", type=_entries, default=DEFAULT_ENTRIES, metavar="K|all",
+                        help=f"entries compared per parameter, drawn at random when it has more"
+                        f" (default {DEFAULT_ENTRIES}; 'all' for every entry)")
+    parser.add_argument("--directions", type=int_at_least(0, 10_000),
+                        default=DEFAULT_DIRECTIONS, metavar="D",
+                        help="random directional derivatives per parameter, which see every"
+                        f" entry at once (default {DEFAULT_DIRECTIONS})")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up (exit 2) after this long (default {DEFAULT_TIMEOUT:g})")
+
+
+# --------------------------------------------------------------------------- user code
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise _TimeLimit after ``seconds`` (SIGALRM; only in the main thread on POSIX)."""
+    if not seconds or not hasattr(signal, "setitimer") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise _TimeLimit
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message``, cut to ``limit`` characters."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@contextlib.contextmanager
+def user_code(label: str, timeout: float | None = None,
+              passthrough: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Run user code: anything it raises or exits with, or a timeout, is a UsageError."""
+    try:
+        with _time_limit(timeout):
+            yield
+    except _TimeLimit:
+        raise UsageError(f"{label}: did not finish within --timeout {timeout:g} s") from None
+    except (KeyboardInterrupt, UsageError, SpecError) + passthrough:
+        raise
+    except SystemExit as exc:
+        raise UsageError(f"{label}: exited (SystemExit: {exc.code!r}) instead of returning") \
+            from None
+    except BaseException as exc:  # noqa: BLE001 - the user's code: report it in one line
+        raise UsageError(f"{label}: {_short(exc)}") from None
+
+
+class Progress:
+    """``progress(done, total)`` on stderr once a task takes more than a second or two."""
+
+    def __init__(self, label: str, stream=None, delay: float = 1.5):
+        self.label, self.stream, self.delay = label, stream or sys.stderr, delay
+        self.start = time.monotonic()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last, self.shown, self.milestone = 0.0, False, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.start < self.delay or total <= 0:
+            return
+        percent = 100 * done // total
+        if self.tty:
+            if now - self.last >= 0.1 or done == total:
+                self.stream.write(f"\r{self.label}: {done}/{total} ({percent}%)")
+                self.stream.flush()
+                self.last, self.shown = now, True
+        elif percent >= self.milestone + 25 or (done == total and self.milestone < 100):
+            self.milestone = 100 if done == total else percent - percent % 25
+            self.stream.write(f"{self.label}: {done}/{total} ({percent}%)\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """End the progress line (TTY)."""
+        if self.tty and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name the nearest existing ancestor of ``folder`` allows."""
+    for candidate in (folder, *folder.parents):
+        try:
+            if candidate.is_dir():
+                return int(os.pathconf(candidate, "PC_NAME_MAX"))
+        except (OSError, ValueError, AttributeError):
+            break
+    return 255
+
+
+def check_output_path(output: str, inputs: tuple[str, ...] = (), option: str = "-o") -> Path:
+    """Refuse an output path that would overwrite an input, is a folder or cannot be named."""
+    path = Path(output)
+    where = f"{option} {output}"
+    if not path.name or output.endswith(os.sep):
+        raise UsageError(f"{where}: not a file name")
+    if len(os.fsencode(path.name)) > _name_max(path.parent):
+        raise UsageError(f"{where}: cannot write: file name too long")
+    try:
+        if path.is_dir():
+            raise UsageError(f"{where}: cannot write: is a folder")
+        for source in inputs:
+            same = path.exists() and os.path.samefile(path, source)
+            if same or path.resolve() == Path(source).resolve():
+                raise UsageError(f"{where}: would overwrite the input {source}; "
+                                 "choose another output file")
     except OSError as exc:
-        if temporary.is_file():
-            temporary.unlink()
+        raise UsageError(f"{where}: {exc.strerror or exc}") from None
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        write_atomically(path, text)
+    except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
@@ -47,6 +237,8 @@ def cmd_derive(args) -> int:
     from .derive import derive
     from .spec import load_spec
 
+    if args.output:
+        check_output_path(args.output, (args.spec,))
     spec = load_spec(args.spec)
     derivation = derive(spec)
     per_weight = None
@@ -61,7 +253,7 @@ def cmd_derive(args) -> int:
     text = renderer(derivation, per_weight=per_weight)
     if args.output:
         _write_atomically(Path(args.output), text)
-        print(f"wrote {args.output}", file=sys.stderr)
+        print(f"wrote {printable(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -71,16 +263,20 @@ def cmd_generate(args) -> int:
     from .codegen import generate_module_source, load_module
     from .spec import load_spec
 
+    if args.output:
+        check_output_path(args.output, (args.spec,))
     spec = load_spec(args.spec)
     source = generate_module_source(spec, dtype=args.dtype, spec_path=args.spec,
                                     output_path=args.output)
     if args.check:
-        code = _report(load_module(source, name=f"symgrad_check_{spec.name}"), args.json)
+        with user_code("the generated module", args.timeout):
+            module = load_module(source, name=f"symgrad_check_{spec.name}")
+            code = _report(module, args)
         if code != EXIT_OK:
             return code
     if args.output:
         _write_atomically(Path(args.output), source)
-        print(f"wrote {args.output}", file=sys.stderr)
+        print(f"wrote {printable(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(source)
     return EXIT_OK
@@ -90,34 +286,56 @@ def cmd_check(args) -> int:
     from .codegen import generate_module_source, load_module
 
     target = Path(args.target)
-    if not target.exists():
+    if not target.is_file():
         raise UsageError(f"{target}: no such file")
     if target.suffix == ".py":
-        try:
-            module = load_module(target)
-        except Exception as exc:  # the user's file: report, don't trace back
-            raise UsageError(f"{target}: cannot import: {exc}") from None
-        missing = [name for name in ("PARAM_SHAPES", "init_params", "loss", "loss_and_grad")
-                   if not hasattr(module, name)]
-        if missing:
-            raise UsageError(f"{target}: not a generated module (missing {', '.join(missing)})")
-        try:
-            return _report(module, args.json, batch=args.batch, seed=args.seed)
-        except Exception as exc:  # the user's code failed to run: report, don't trace back
-            raise UsageError(f"{target}: cannot evaluate: {type(exc).__name__}: {exc}") from None
+        with user_code(str(target), args.timeout):
+            try:
+                module = load_module(target)
+            except (KeyboardInterrupt, _TimeLimit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the user's file, sys.exit included
+                raise UsageError(f"{target}: cannot import: {_short(exc)}") from None
+            missing = [name for name in ("PARAM_SHAPES", "init_params", "loss", "loss_and_grad")
+                       if not hasattr(module, name)]
+            if missing:
+                raise UsageError(f"{target}: not a generated module (missing "
+                                 f"{', '.join(missing)})")
+            return _report(module, args, label=str(target))
     from .spec import load_spec
 
-    module = load_module(generate_module_source(load_spec(target)))
-    return _report(module, args.json, batch=args.batch, seed=args.seed)
+    spec = load_spec(target)
+    with user_code(f"{target}: generated module", args.timeout):
+        return _report(load_module(generate_module_source(spec)), args, label=str(target))
 
 
-def _report(module, as_json: bool, *, batch: int = 5, seed: int = 0) -> int:
+def _report(module, args, *, label: str = "generated module") -> int:
+    """Check ``module``'s gradient as the options say; print the report; the exit code."""
     import json
 
-    from .check import check_module
+    from .check import random_problem
+    from .gradcheck import check_gradient
 
-    report = check_module(module, batch=batch, seed=seed)
-    if as_json:
+    batch, seed = getattr(args, "batch", 5), getattr(args, "seed", 0)
+    params, X, T = random_problem(module, batch=batch, seed=seed)
+    if not params:
+        raise UsageError(f"{label}: no parameters (PARAM_SHAPES is empty): nothing to check")
+    if not all(getattr(x, "size", 0) for x in (X, T)):
+        raise UsageError(f"{label}: the random batch is empty: nothing to check")
+    progress = Progress("symgrad: checking the gradient")
+    try:
+        report = check_gradient(module.loss,
+                                lambda p, x, t: module.loss_and_grad(p, x, t)[1],
+                                params, X, T, entries=args.entries,
+                                directions=args.directions, seed=seed, progress=progress)
+    finally:
+        progress.close()
+    if not math.isfinite(report.loss):
+        raise UsageError(f"{label}: the loss is {report.loss} at the random point (batch "
+                         f"{batch}, seed {seed}): nothing could be checked")
+    if report.n_checked == 0:
+        raise UsageError(f"{label}: every parameter has 0 entries: nothing was checked")
+    if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report)
@@ -125,7 +343,7 @@ def _report(module, as_json: bool, *, batch: int = 5, seed: int = 0) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="symgrad",
         description="Symbolic backpropagation: derive, print and generate gradient code.")
     parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
@@ -146,13 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--check", action="store_true",
                           help="check the gradient against finite differences first")
     generate.add_argument("--json", action="store_true", help="the check's report as JSON")
+    add_check_options(generate, problem=False)
     generate.set_defaults(run=cmd_generate)
 
     check = commands.add_parser("check", help="check a module's gradient by finite differences")
     check.add_argument("target", help="a spec (.toml) or a generated module (.py)")
-    check.add_argument("--batch", type=int, default=5)
-    check.add_argument("--seed", type=int, default=0)
     check.add_argument("--json", action="store_true")
+    add_check_options(check)
     check.set_defaults(run=cmd_check)
 
     for name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -177,12 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (SpecError, UsageError) as exc:
-        print(f"symgrad: {exc}", file=sys.stderr)
+        print(f"symgrad: {printable(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ValueError, KeyError) as exc:
         if type(exc).__name__ in ("TaskError", "ExpressionError", "UnknownPrimitive",
                                   "PerWeightError", "VerifyInputError"):
-            print(f"symgrad: {exc}", file=sys.stderr)
+            print(f"symgrad: {printable(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
     except BrokenPipeError:  # pragma: no cover - `symgrad derive ... | head`

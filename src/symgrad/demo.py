@@ -73,9 +73,10 @@ def add_arguments(parser) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    """Write one demo file atomically (fresh mkstemp temporary file, then rename)."""
+    from .fileio import write_atomically
+
+    write_atomically(path, text)
 
 
 def _heading(text: str) -> None:

@@ -162,6 +162,22 @@ class ParamReport:
     analytic: np.ndarray
     diagnoses: list[Diagnosis] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checked: np.ndarray | None = None
+    directions: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.checked is None:
+            self.checked = np.ones(self.mismatch.shape, dtype=bool)
+
+    @property
+    def n_checked(self) -> int:
+        """Number of entries compared one by one."""
+        return int(np.count_nonzero(self.checked))
+
+    @property
+    def sampled(self) -> bool:
+        """True when only a random sample of the entries was compared."""
+        return self.n_checked < int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def n_wrong(self) -> int:
@@ -169,15 +185,34 @@ class ParamReport:
         return int(np.count_nonzero(self.mismatch | self.nonfinite))
 
     @property
+    def n_wrong_directions(self) -> int:
+        """Number of failing directional derivatives."""
+        return sum(d["status"] in ("mismatch", "nonfinite") for d in self.directions)
+
+    def coverage(self) -> str:
+        """``W1: 32 of 235200 entries sampled + 4 directional derivatives``."""
+        total = int(np.prod(self.shape, dtype=np.int64))
+        text = (f"{self.name}: {self.n_checked} of {total} entries sampled" if self.sampled
+                else f"{self.name}: all {total} entries")
+        nd = sum(d["status"] != "kink" for d in self.directions)
+        if self.directions:
+            text += f" + {nd} directional derivative{'s' if nd != 1 else ''}"
+            nk = len(self.directions) - nd
+            if nk:
+                text += f" ({nk} more crossed a kink, not counted)"
+        return text
+
+    @property
     def n_kinks(self) -> int:
         """Number of entries classified as kinks."""
         return int(np.count_nonzero(self.kinks))
 
     def mask_picture(self, max_rows: int = 20, max_cols: int = 40) -> str:
-        """Compact picture: ``.`` ok, ``X`` wrong, ``k`` kink, ``N`` NaN/inf."""
+        """Compact picture: ``.`` ok, ``X`` wrong, ``k`` kink, ``N`` NaN/inf, ``-`` unchecked."""
         n = max(1, self.mismatch.size)
         shape2 = (1, n) if self.mismatch.ndim <= 1 else (self.mismatch.shape[0], -1)
-        grid = np.full(self.mismatch.shape, ".", dtype="<U1")
+        grid = np.full(self.mismatch.shape, "-", dtype="<U1")
+        grid[self.checked] = "."
         grid[self.kinks] = "k"
         grid[self.mismatch] = "X"
         grid[self.nonfinite] = "N"
@@ -192,11 +227,19 @@ class ParamReport:
         return "\n".join(lines)
 
     def to_dict(self, arrays: bool = True) -> dict[str, Any]:
-        """JSON-serialisable summary (non-finite floats become strings)."""
+        """JSON-serialisable summary (non-finite floats become strings).
+
+        When only a sample of the entries was checked, ``sampled_indices`` lists
+        them and ``numerical``/``analytic`` hold the values at those entries only.
+        """
         d: dict[str, Any] = {
             "name": self.name,
             "shape": list(self.shape),
             "passed": bool(self.passed),
+            "entries_total": int(np.prod(self.shape, dtype=np.int64)),
+            "entries_checked": self.n_checked,
+            "sampled": self.sampled,
+            "coverage": self.coverage(),
             "max_abs_err": _jsonf(self.max_abs_err),
             "max_rel_err": _jsonf(self.max_rel_err),
             "n_wrong": self.n_wrong,
@@ -207,10 +250,21 @@ class ParamReport:
             "nonfinite_indices": np.argwhere(self.nonfinite).tolist(),
             "diagnoses": [dg.to_dict() for dg in self.diagnoses],
             "notes": list(self.notes),
+            "directions": [{k: _jsonf(v) if isinstance(v, float) else v for k, v in dd.items()}
+                           for dd in self.directions],
         }
+        if self.sampled:
+            d["sampled_indices"] = np.argwhere(self.checked).tolist()
         if arrays:
-            d["numerical"] = _jsonarr(self.numerical)
-            d["analytic"] = _jsonarr(self.analytic)
+            if self.sampled and self.analytic.shape == self.checked.shape:
+                d["numerical"] = _jsonarr(self.numerical[self.checked])
+                d["analytic"] = _jsonarr(self.analytic[self.checked])
+            elif self.sampled:
+                d["numerical"] = _jsonarr(self.numerical[self.checked])
+                d["analytic"] = _jsonarr(self.analytic)
+            else:
+                d["numerical"] = _jsonarr(self.numerical)
+                d["analytic"] = _jsonarr(self.analytic)
         return d
 
 
@@ -227,6 +281,14 @@ class GradientReport:
     eval_dtype: str
     grad_dtype: str
     notes: list[str] = field(default_factory=list)
+    loss: float = float("nan")
+    seed: int = 0
+
+    @property
+    def n_checked(self) -> int:
+        """Entries compared one by one plus directional derivatives, over all parameters."""
+        return sum(p.n_checked + sum(d["status"] != "kink" for d in p.directions)
+                   for p in self.params.values())
 
     @property
     def passed(self) -> bool:
@@ -266,10 +328,13 @@ class GradientReport:
                 worst = f"{list(i)}: {a:.6g} vs {p.numerical[i]:.6g}"
             rows.append((p.name, str(p.shape), "ok" if p.passed else "FAIL",
                          f"{p.max_abs_err:.2e}", f"{p.max_rel_err:.2e}",
-                         f"{p.n_wrong}/{p.mismatch.size}", str(p.n_kinks), worst))
+                         f"{p.n_wrong}/{p.n_checked}", str(p.n_kinks), worst))
         widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
         lines = [head, ""]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        if any(p.sampled or p.directions for p in self.params.values()):
+            lines += ["", f"checked (random sample, seed {self.seed}):"]
+            lines += ["  " + p.coverage() for p in self.params.values()]
         for p in self.params.values():
             if p.passed and not p.n_kinks and not p.notes:
                 continue
@@ -280,7 +345,8 @@ class GradientReport:
             for n in p.notes:
                 lines.append(f"  note: {n}")
             if p.n_wrong or p.n_kinks:
-                lines.append("  mask (. ok, X wrong, k kink, N NaN/inf):")
+                lines.append("  mask (. ok, X wrong, k kink, N NaN/inf"
+                             + (", - not checked):" if p.sampled else "):"))
                 lines += ["    " + ln for ln in p.mask_picture().splitlines()]
         for n in self.notes:
             lines.append(f"note: {n}")
@@ -298,6 +364,9 @@ class GradientReport:
             "eval_dtype": self.eval_dtype,
             "grad_dtype": self.grad_dtype,
             "notes": list(self.notes),
+            "loss": _jsonf(self.loss),
+            "seed": self.seed,
+            "checked": self.n_checked,
             "params": {k: p.to_dict(arrays) for k, p in self.params.items()},
         }
 
@@ -458,6 +527,10 @@ def check_gradient(
     batch_size: int | None = None,
     context: dict | None = None,
     diagnose: bool = True,
+    entries: int | None = None,
+    directions: int = 0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GradientReport:
     """Compare ``grad_fn(params, *args)`` with a numerical derivative of ``loss_fn``.
 
@@ -465,6 +538,23 @@ def check_gradient(
     ``rtol``, ``atol`` override the defaults of the module docstring.
     ``batch_size`` and ``context`` are passed to :func:`symgrad.diagnose.diagnose`
     (``context["params"]`` defaults to ``params``); ``diagnose=False`` skips it.
+
+    ``entries=K`` compares only K entries per parameter, drawn at random
+    (``seed``), when it has more; ``directions=D`` adds, per parameter, D
+    directional derivatives along random unit vectors v, comparing
+    ``<grad, v>`` with ``(L(p + h v) - L(p - h v)) / 2h``: one wrong entry
+    anywhere changes them, sampled or not.  ``progress(done, total)`` is
+    called after every entry and direction.  Diagnoses need every entry:
+    they are given for parameters checked in full.
+
+    A wrong entry that the sample misses is caught by the directions:
+
+    >>> w = {"w": np.linspace(-1, 1, 10000)}
+    >>> wrong = lambda p: {"w": 2 * p["w"] + (np.arange(10000) == 1234)}
+    >>> rep = check_gradient(lambda p: np.sum(p["w"] ** 2), wrong, w, entries=16,
+    ...                      directions=4)
+    >>> rep.passed, rep["w"].n_checked, rep["w"].n_wrong, rep["w"].n_wrong_directions
+    (False, 16, 0, 4)
 
     A scalar function of a one-element array:
 
@@ -526,15 +616,21 @@ def check_gradient(
             method_used = "central"
             notes.append(f"complex step unusable: {reason}; fell back to central differences")
 
-    results = _run(loss_fn, params, args, raw, method_used, eval_dtype, tolerances,
-                   eps, rtol, atol)
+    if entries is not None and (isinstance(entries, bool) or int(entries) < 1):
+        raise ValueError(f"entries must be None or at least 1, got {entries!r}")
+    if isinstance(directions, bool) or int(directions) < 0:
+        raise ValueError(f"directions must be at least 0, got {directions!r}")
+    sampling = dict(entries=entries, directions=int(directions), seed=seed, progress=progress)
+    results, base_loss = _run(loss_fn, params, args, raw, method_used, eval_dtype, tolerances,
+                              eps, rtol, atol, **sampling)
     if results is None:  # complex step disagreed with central differences at a smooth point
         method_used = "central"
         notes.append("complex step unusable: loss_fn is not complex-analytic (imaginary part"
                      " discarded or mangled, e.g. by abs/norm/conj/relu); fell back to central"
                      " differences")
-        results = _run(loss_fn, params, args, raw, method_used, eval_dtype, tolerances,
-                       eps if method != "complex" else None, rtol, atol)
+        results, base_loss = _run(loss_fn, params, args, raw, method_used, eval_dtype,
+                                  tolerances, eps if method != "complex" else None, rtol, atol,
+                                  **sampling)
     e_used, r_used, a_used = tolerances(method_used)
     if eps is not None and not (method == "complex" and method_used == "central"):
         e_used = eps
@@ -542,28 +638,43 @@ def check_gradient(
     a_used = a_used if atol is None else atol
 
     reports = results
-    if diagnose and any(not p.passed for p in reports.values()):
+    for p in reports.values():
+        if not p.passed and p.sampled:
+            p.notes.append("diagnosis needs every entry: check this parameter in full"
+                           " (entries=None, --entries all) to name the mistake")
+    if diagnose and any(not p.passed and not p.sampled for p in reports.values()):
         ctx = dict(context or {})
         ctx.setdefault("params", params)
         expected = {}
         for k, p in reports.items():
+            if p.sampled:
+                continue
             e = p.numerical.copy()
             if p.analytic.shape == e.shape and p.kinks.any():
                 e[p.kinks] = p.analytic[p.kinks]  # valid one-sided value at kinks
             expected[k] = e
-        got = {k: np.asarray(raw[k]) for k in reports if k in raw}
+        got = {k: np.asarray(raw[k]) for k in expected if k in raw}
         drtol = max(10 * r_used, 1e-6 if not low and ekey == "float64" else 1e-3)
         found = _diagnose(expected, got, batch_size=batch_size, context=ctx, rtol=drtol)
         for k, p in reports.items():
-            if not p.passed:
+            if not p.passed and not p.sampled:
                 p.diagnoses = found.get(k, [])
 
     return GradientReport(params=reports, method=method, method_used=method_used,
                           eps=float(e_used), rtol=float(r_used), atol=float(a_used),
-                          eval_dtype=ekey, grad_dtype=grad_dtype, notes=notes)
+                          eval_dtype=ekey, grad_dtype=grad_dtype, notes=notes,
+                          loss=float(base_loss), seed=int(seed))
 
 
-def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, atol):
+def _sample(n: int, entries: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted flat indices to check: all of them, or ``entries`` drawn without replacement."""
+    if entries is None or n <= entries:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=entries, replace=False))
+
+
+def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, atol,
+         entries=None, directions=0, seed=0, progress=None):
     """Check every parameter with one method; None if the complex step proves unusable."""
     e_m, r_m, a_m = tolerances(method)
     e_c, r_c, a_c = tolerances("central")
@@ -583,12 +694,27 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
         cparams = {k: np.array(v, dtype=np.complex128) for k, v in params.items()}
         cflat = {k: v.reshape(-1) for k, v in cparams.items()}
 
+    rng = np.random.default_rng(seed)
+    picks = {name: _sample(int(w.size), entries, rng) for name, w in params.items()}
+    total = sum(len(ix) + (directions if w.size else 0)
+                for ix, w in zip(picks.values(), params.values()))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     out: dict[str, ParamReport] = {}
     for name, w in params.items():
         notes: list[str] = []
         shape = w.shape
         wf = ev.flat[name]
         n = wf.size
+        idx = picks[name]
+        checked = np.zeros(n, dtype=bool)
+        checked[idx] = True
         a_raw = raw.get(name)
         shape_ok = a_raw is not None and np.shape(a_raw) == shape
         if a_raw is None:
@@ -600,13 +726,14 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
         else:
             A = np.asarray(a_raw, dtype=np.float64).reshape(-1)
 
-        num = np.empty(n)
-        entries: list[_Entry] = []
-        for i in range(n):
+        num = np.full(n, np.nan)
+        ents: dict[int, _Entry] = {}
+        for i in idx:
+            i = int(i)
             wi = float(wf[i])
             hk = _pow2(e_c * max(1.0, abs(wi)))
             ent = _Entry(ev, name, i, hk, L0)
-            entries.append(ent)
+            ents[i] = ent
             if not math.isfinite(L0):
                 num[i] = float("nan")
             elif method == "central":
@@ -619,12 +746,13 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
                 try:
                     num[i] = _complex_step(loss_fn, cparams, cflat, args, name, i, e_m)
                 except Exception:  # noqa: BLE001
-                    return None
+                    return None, L0
+            tick()
         finite_num = num[np.isfinite(num)]
         gscale = max(1.0, float(np.max(np.abs(finite_num))) if finite_num.size else 1.0)
 
         status = np.zeros(n, dtype=np.int8)
-        for i, ent in enumerate(entries):
+        for i, ent in ents.items():
             a, x = A[i], num[i]
             if not (math.isfinite(a) and math.isfinite(x)):
                 status[i] = _NONFINITE
@@ -643,48 +771,27 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
                     smooth, rk, _ = _examine(ent, u, a_s * gscale, r_s, x)
                     if smooth and abs(rk - x) > a_s * gscale + r_s * abs(rk) + \
                             6.6 * _C_ROUND * u * ent.lscale() / ent.h:
-                        return None
-            tol = a_m * gscale + r_m * max(abs(a), abs(x)) + floor
-            if abs(a - x) <= tol:
-                # cheap kink screen: a slope jump shows in the second difference
-                if method != "complex" or 1 in ent.cache:
-                    jump = abs(ent.L(1) - 2 * L0 + ent.L(-1)) / ent.h
-                    tol_j = a_s * gscale + r_s * max(abs(a), abs(x)) + \
-                        16 * _C_ROUND * u * ent.lscale() / ent.h
-                    if jump > 10 * tol_j and not _examine(ent, u, a_s * gscale, r_s, a)[0]:
-                        status[i] = _KINK
-                continue
-            # re-examine the apparent failure
-            smooth, rk, sides = _examine(ent, u, a_s * gscale, r_s, a)
-            tol_s = a_s * gscale + r_s * max(abs(a), abs(rk)) + 16 * _C_ROUND * u * \
-                ent.lscale() / ent.h
-            if not all(math.isfinite(v) for v in (rk, *sides)):
-                status[i] = _MISMATCH
-                continue
-            if smooth:
-                if method == "central":
-                    num[i] = rk
-                    floor_r = 6.6 * _C_ROUND * u * ent.lscale() / ent.h
-                    ok = abs(a - rk) <= a_m * gscale + r_m * max(abs(a), abs(rk)) + floor_r
-                    status[i] = _OK if ok else _MISMATCH
-                elif abs(x - rk) > tol_s:  # the coarse primary step crossed a kink
-                    num[i] = rk
-                    status[i] = _KINK if abs(a - rk) <= tol_s else _MISMATCH
-                else:
-                    status[i] = _MISMATCH
-            else:
-                f1, f2, b1, b2 = sides
-                fwd_clean = abs(f1 - f2) <= tol_s
-                bwd_clean = abs(b1 - b2) <= tol_s
-                lo, hi = min(f2, b2) - tol_s, max(f2, b2) + tol_s
-                if (fwd_clean and abs(a - f2) <= tol_s) or (bwd_clean and abs(a - b2) <= tol_s) \
-                        or (fwd_clean and bwd_clean and lo <= a <= hi):
-                    # a one-sided derivative, or a subgradient between them (relu'(0) = 0.5)
-                    status[i] = _KINK
-                else:
-                    status[i] = _MISMATCH
-                    notes.append(f"entry {np.unravel_index(i, shape)} sits near a kink and"
-                                 " matches neither one-sided derivative")
+                        return None, L0
+            status[i], rk, note = _judge(ent, a, x, u, floor, gscale, method,
+                                         (r_m, a_m), (r_s, a_s), L0)
+            if rk is not None:
+                num[i] = rk
+            if note:
+                notes.append(f"entry {np.unravel_index(i, shape)} {note}")
+
+        dirs = []
+        if directions and n and shape_ok and math.isfinite(L0):
+            dirs = _directions(ev, name, A, directions, rng, e_c, u, gscale, (r_s, a_s), L0,
+                               tick)
+            bad_dirs = [d for d in dirs if d["status"] in ("mismatch", "nonfinite")]
+            if bad_dirs:
+                d = bad_dirs[0]
+                notes.append(f"{len(bad_dirs)} of {len(dirs)} directional derivatives disagree:"
+                             f" <grad, v> = {d['analytic']:.6g} vs"
+                             f" (L(p + h v) - L(p - h v)) / 2h = {d['numerical']:.6g}")
+        elif directions and n:
+            for _ in range(directions):
+                tick()
 
         mismatch = (status == _MISMATCH).reshape(shape)
         kinks = (status == _KINK).reshape(shape)
@@ -694,7 +801,8 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
             nonfinite = np.zeros(shape, dtype=bool)
             kinks = np.zeros(shape, dtype=bool)
         else:
-            nf_a, nf_n = int(np.sum(~np.isfinite(A))), int(np.sum(~np.isfinite(num)))
+            nf_a = int(np.sum(~np.isfinite(A[checked])))
+            nf_n = int(np.sum(~np.isfinite(num[checked])))
             if nf_a:
                 notes.append(f"analytic gradient has {nf_a} NaN/inf entries")
             if nf_n:
@@ -704,28 +812,123 @@ def _run(loss_fn, params, args, raw, method, eval_dtype, tolerances, eps, rtol, 
         if nk:
             notes.append(f"{nk} {'entry is at a kink' if nk == 1 else 'entries are at kinks'}"
                          " (loss not differentiable there): not counted as failures")
-        considered = (status != _KINK) & np.isfinite(A) & np.isfinite(num)
-        err = np.where(considered, np.abs(A - num), 0.0)
+        considered = checked & (status != _KINK) & np.isfinite(A) & np.isfinite(num)
+        err = np.where(considered, np.abs(A - np.where(considered, num, 0.0)), 0.0)
         den = np.maximum(np.maximum(np.abs(A), np.abs(num)), a_m * gscale)
-        rel = np.where(considered, err / den, 0.0)
+        rel = np.where(considered, err / np.where(considered, den, 1.0), 0.0)
         bad = (mismatch | nonfinite).reshape(-1)
         if bad.any():
             cand = np.where(bad, np.where(np.isfinite(err), err, np.inf), -1.0)
-            cand = np.where(~np.isfinite(A) | ~np.isfinite(num), np.inf, cand)
+            cand = np.where(bad & (~np.isfinite(A) | ~np.isfinite(num)), np.inf, cand)
             worst = tuple(int(j) for j in np.unravel_index(int(np.argmax(cand)), shape))
-        elif n:
-            worst = tuple(int(j) for j in np.unravel_index(int(np.argmax(err)), shape))
+        elif idx.size:
+            worst = tuple(int(j) for j in np.unravel_index(int(np.argmax(
+                np.where(checked, err, -1.0))), shape))
         else:
             worst = None
+        dirs_ok = not any(d["status"] in ("mismatch", "nonfinite") for d in dirs)
         out[name] = ParamReport(
-            name=name, shape=tuple(shape), passed=not bool(bad.any()) and shape_ok,
+            name=name, shape=tuple(shape),
+            passed=not bool(bad.any()) and shape_ok and dirs_ok,
             max_abs_err=float(err.max()) if n else 0.0,
             max_rel_err=float(rel.max()) if n else 0.0,
             mismatch=mismatch, kinks=kinks, nonfinite=nonfinite, worst_index=worst,
             numerical=num.reshape(shape),
             analytic=_analytic_out(A, a_raw, shape, shape_ok),
-            notes=notes,
+            notes=notes, checked=checked.reshape(shape), directions=dirs,
         )
+    return out, L0
+
+
+def _judge(ent, a, x, u, floor, gscale, method, tol_m, tol_s, L0, extra=0.0):
+    """(status, replacement numerical value or None, note) for one finite entry."""
+    r_m, a_m = tol_m
+    r_s, a_s = tol_s
+    tol = a_m * gscale + r_m * max(abs(a), abs(x)) + floor + extra
+    if abs(a - x) <= tol:
+        # cheap kink screen: a slope jump shows in the second difference
+        if method != "complex" or 1 in ent.cache:
+            jump = abs(ent.L(1) - 2 * L0 + ent.L(-1)) / ent.h
+            tol_j = a_s * gscale + r_s * max(abs(a), abs(x)) + \
+                16 * _C_ROUND * u * ent.lscale() / ent.h
+            if jump > 10 * tol_j and not _examine(ent, u, a_s * gscale, r_s, a)[0]:
+                return _KINK, None, ""
+        return _OK, None, ""
+    # re-examine the apparent failure
+    smooth, rk, sides = _examine(ent, u, a_s * gscale, r_s, a)
+    tol_s = a_s * gscale + r_s * max(abs(a), abs(rk)) + 16 * _C_ROUND * u * \
+        ent.lscale() / ent.h + extra
+    if not all(math.isfinite(v) for v in (rk, *sides)):
+        return _MISMATCH, None, ""
+    if smooth:
+        if method == "central":
+            floor_r = 6.6 * _C_ROUND * u * ent.lscale() / ent.h
+            ok = abs(a - rk) <= a_m * gscale + r_m * max(abs(a), abs(rk)) + floor_r + extra
+            return (_OK if ok else _MISMATCH), rk, ""
+        if abs(x - rk) > tol_s:  # the coarse primary step crossed a kink
+            return (_KINK if abs(a - rk) <= tol_s else _MISMATCH), rk, ""
+        return _MISMATCH, None, ""
+    f1, f2, b1, b2 = sides
+    fwd_clean = abs(f1 - f2) <= tol_s
+    bwd_clean = abs(b1 - b2) <= tol_s
+    lo, hi = min(f2, b2) - tol_s, max(f2, b2) + tol_s
+    if (fwd_clean and abs(a - f2) <= tol_s) or (bwd_clean and abs(a - b2) <= tol_s) \
+            or (fwd_clean and bwd_clean and lo <= a <= hi):
+        # a one-sided derivative, or a subgradient between them (relu'(0) = 0.5)
+        return _KINK, None, ""
+    return _MISMATCH, None, "sits near a kink and matches neither one-sided derivative"
+
+
+class _Line:
+    """The loss along one direction of one parameter: at(name, 0, t) = L(p + t v)."""
+
+    def __init__(self, ev: _Evaluator, name: str, v: np.ndarray):
+        self.ev, self.name, self.v = ev, name, v
+        self.u = ev.u
+
+    def at(self, name: str, i: int, delta: float) -> tuple[float, float]:
+        """(loss, step) with the parameter moved by delta along v."""
+        f = self.ev.flat[name]
+        saved = f.copy()
+        f += (delta * self.v).astype(f.dtype)
+        try:
+            val = float(np.real(_scalar(self.ev.loss_fn(self.ev.work, *self.ev.args))))
+        except (FloatingPointError, OverflowError, ZeroDivisionError):
+            val = float("nan")
+        finally:
+            f[...] = saved
+        return val, delta
+
+
+def _directions(ev, name, A, count, rng, e_c, u, gscale, tol, L0, tick):
+    """Compare <grad, v> with (L(p + h v) - L(p - h v)) / 2h for random unit vectors v."""
+    r_s, a_s = tol
+    n = A.size
+    out: list[dict[str, Any]] = []
+    spare = count  # directions that cross a kink are replaced, up to `count` times
+    while len(out) - sum(d["status"] == "kink" for d in out) < count:
+        v = rng.standard_normal(n)
+        v /= float(np.linalg.norm(v)) or 1.0
+        a = float(np.dot(A, v))
+        # rounding of the analytic dot product, summed with random signs
+        rss = float(np.sqrt(np.sum((A * v) ** 2))) if np.all(np.isfinite(A)) else 0.0
+        ent = _Entry(_Line(ev, name, v), name, 0, _pow2(e_c), L0)
+        x = ent.central()
+        if not (math.isfinite(a) and math.isfinite(x)):
+            status, x_out = "nonfinite", x
+        else:
+            floor = _C_ROUND * u * ent.lscale() / ent.h
+            st, rk, _ = _judge(ent, a, x, u, floor, gscale, "central",
+                               (r_s, a_s), (r_s, a_s), L0, extra=4 * r_s * rss)
+            status = {_OK: "ok", _MISMATCH: "mismatch", _KINK: "kink"}[int(st)]
+            x_out = x if rk is None else rk
+        out.append({"analytic": a, "numerical": float(x_out), "status": status})
+        if status == "kink":
+            if spare == 0:
+                break
+            spare -= 1
+        else:
+            tick()
     return out
 
 

@@ -40,7 +40,6 @@ infinite: one line naming the epoch, no traceback, no parameter file);
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -209,16 +208,11 @@ def fit(module, task, options: dict[str, Any], *, tolerance: float | None = None
 
 def save_params(params: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write ``params`` to an .npz file atomically (temporary file, then rename)."""
+    from .fileio import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **params)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    with atomic_file(path) as handle:
+        np.savez(handle, **params)
     return path
 
 
@@ -252,15 +246,13 @@ def plot_history(history: list[float], path: str | Path, *, title: str = "",
     axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from .fileio import atomic_file
+
     try:
-        figure.savefig(temporary, format=path.suffix.lstrip(".") or "png", dpi=120)
-        os.replace(temporary, path)
+        with atomic_file(path) as handle:
+            figure.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=120)
     finally:
         plt.close(figure)
-        if temporary.exists():
-            temporary.unlink()
     return path
 
 
@@ -275,6 +267,18 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
 
 
@@ -317,7 +321,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=_positive_int)
     parser.add_argument("--weight-decay", type=_number(0.0, 1.0),
                         help="fraction every parameter shrinks after each update (1986)")
-    parser.add_argument("--seed", type=int, help="initial weights, shuffling, held-out split")
+    parser.add_argument("--seed", type=_seed, help="initial weights, shuffling, held-out split")
     parser.add_argument("--tolerance", type=_number(0.0, 1.0),
                         help="solved when every output is within this of its target "
                              "(default: the spec's, else the task's)")
@@ -378,13 +382,23 @@ def run(args) -> int:
         print(f"symgrad: training diverged: {exc}; no parameters written", file=sys.stderr)
         return EXIT_DIVERGED
     print(report(result, task))
+    from .fileio import printable
+
     if args.out:
-        save_params(result.params, args.out)
-        print(f"parameters written to {args.out}")
+        try:
+            save_params(result.params, args.out)
+        except OSError as exc:
+            raise _usage_error(f"--out {args.out}: cannot write: {exc.strerror or exc}") \
+                from None
+        print(f"parameters written to {printable(args.out)}")
     if args.plot:
-        plot_history(result.history, args.plot, title=f"{spec.name} on {task.name}",
-                     solved_at=result.solved_at)
-        print(f"loss curve written to {args.plot}")
+        try:
+            plot_history(result.history, args.plot, title=f"{spec.name} on {task.name}",
+                         solved_at=result.solved_at)
+        except OSError as exc:
+            raise _usage_error(f"--plot {args.plot}: cannot write: {exc.strerror or exc}") \
+                from None
+        print(f"loss curve written to {printable(args.plot)}")
     return EXIT_OK
 
 

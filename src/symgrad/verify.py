@@ -306,8 +306,14 @@ def _unit_functions(kind: str, forward: sp.Expr) -> tuple[Callable, Callable, Ca
             None if slope is None else _lambdify(a, slope))
 
 
-_OTHER = {name: _unit_functions(name, primitives.activation(name).forward)
-          for name in ("sigmoid", "tanh", "relu")}
+_OTHER_CACHE: dict[str, tuple[Callable, Callable, Callable | None]] = {}
+
+
+def _other(name: str) -> tuple[Callable, Callable, Callable | None]:
+    """Another activation's (f, f', f' in a), built on first use (not at import)."""
+    if name not in _OTHER_CACHE:
+        _OTHER_CACHE[name] = _unit_functions(name, primitives.activation(name).forward)
+    return _OTHER_CACHE[name]
 
 
 class _Model:
@@ -395,7 +401,7 @@ class _Model:
         if mode == "none":
             return 1.0
         kind, other = mode
-        f, df, slope = _OTHER[other]
+        f, df, slope = _other(other)
         return df(z) if kind == "other" else slope(a)
 
     def backward(self, values: dict, T: np.ndarray, params: dict, *,
@@ -863,15 +869,29 @@ def add_arguments(parser) -> None:
                         help="a hand-written gradient function(params, X, T) -> dict of arrays")
     parser.add_argument("--formula", action="append", default=[], metavar="PARAM=EXPR",
                         help="prove a gradient formula, e.g. 'W2=delta2.T @ a1' (repeatable)")
-    parser.add_argument("--points", type=int, default=3, help="random points per batch size")
+    from .cli import DEFAULT_TIMEOUT, _seconds, int_at_least, seed_type
+
+    parser.add_argument("--points", type=int_at_least(1, 10_000), default=3,
+                        help="random points per batch size")
     parser.add_argument("--batch-sizes", default="1,5",
                         help="comma-separated batch sizes (default 1,5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up (exit 2) after this long (default {DEFAULT_TIMEOUT:g})")
 
 
 def run(args) -> int:
     """``symgrad verify``: exit 0 correct, 1 wrong, 2 bad input."""
+    from .cli import user_code
+
+    label = args.grad or "verify"
+    with user_code(label, getattr(args, "timeout", None), passthrough=(VerifyInputError,)):
+        return _run(args)
+
+
+def _run(args) -> int:
+    """``symgrad verify`` under the time limit: see :func:`run`."""
     from .cli import UsageError
     from .spec import load_spec
 
@@ -882,8 +902,8 @@ def run(args) -> int:
     except ValueError:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: expected integers like 1,5") \
             from None
-    if args.points < 1 or not sizes or min(sizes) < 1:
-        raise UsageError("--points and --batch-sizes must be at least 1")
+    if args.points < 1 or not sizes or min(sizes) < 1 or max(sizes) > 100_000:
+        raise UsageError("--points and --batch-sizes must be between 1 and 100000")
     spec = load_spec(args.spec)
     derivation = _derivation(spec)
     output: dict[str, Any] = {}
