@@ -271,3 +271,238 @@ def test_xor_example_loads_verbatim():
 def test_missing_file():
     with pytest.raises(SpecError, match=re.escape("cannot read spec: file not found")):
         load_spec(ROOT / "no" / "such.toml")
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+LAYER2 = 'units = 1\nactivation = "sigmoid"'
+
+
+@pytest.mark.parametrize("text,field,fragment,words", [
+    (BASE.replace(LAYER2, 'units = 1\nactivation = { kind = 5 }'), "layers[2].activation",
+     "kind = 5", ["expected an activation name", "integer 5"]),
+    (BASE.replace(LAYER2, 'units = 1\nactivation = { kind = ["tanh"] }'), "layers[2].activation",
+     "kind = [", ["expected an activation name", "['tanh']"]),
+    (BASE.replace(LAYER2, "units = 1\nactivation = 5"), "layers[2].activation",
+     "activation = 5", ["expected an activation name or a table"]),
+    (BASE.replace('kind = "sse"', "kind = 5"), "loss.kind", "kind = 5", ["expected a loss name"]),
+    (BASE.replace('kind = "sse"', 'kind = ["sse"]'), "loss.kind", "kind = [", ["loss name"]),
+    (BASE + "\n[init]\nkind = 5\n", "init.kind", "kind = 5", ["expected one of uniform"]),
+    (BASE + '\n[training]\nmode = ["batch"]\n', "training.mode", "mode =", ["expected one of"]),
+    (BASE.replace('units = 1', 'units = 1\nfrom = [1]'), "layers[2].from", "from =",
+     ["expected layer names"]),
+    (BASE.replace('units = 1', 'units = 1\nfrom = [["hidden"]]'), "layers[2].from", "from =",
+     ["expected layer names"]),
+])
+def test_wrong_types_are_one_line_errors(text, field, fragment, words):
+    fails(text, field, line_of(text, fragment), *words)
+
+
+@pytest.mark.parametrize("old,new,field,words", [
+    ("units = 1", "units = 1e9", "layers[2].units", ["expected an integer", "float"]),
+    ("units = 1", "units = 100001", "layers[2].units", ["at most 100,000"]),
+    ("units = 1", "units = 9223372036854775808", "layers[2].units", ["at most 100,000"]),
+    ("inputs = 2", "inputs = 10000001", "inputs", ["at most 10,000,000"]),
+    ("inputs = 2", "inputs = { a = 2.0 }", "inputs.a", ["expected an integer"]),
+])
+def test_sizes_are_capped(old, new, field, words):
+    text = BASE.replace(old, new)
+    fails(text, field, line_of(text, new), *words)
+
+
+def test_parameter_count_is_capped():
+    text = BASE.replace("inputs = 2", "inputs = 1000000").replace("units = 2", "units = 51")
+    fails(text, "layers[1]", line_of(text, "[[layers]]"), "more than 50,000,000 parameters")
+    assert loads_spec(text.replace("units = 51", "units = 49")).layers[0].units == 49
+
+
+LEAKY = BASE.replace(LAYER2, 'units = 1\nactivation = { kind = "leaky_relu", slope = SLOPE }')
+
+
+@pytest.mark.parametrize("section,field,value,words", [
+    ("[init]\nrange = VALUE", "init.range", "1e308", ["at most 1000"]),
+    ("[init]\nrange = VALUE", "init.range", "0", ["greater than 0"]),
+    ("[init]\nrange = VALUE", "init.range", "inf", ["finite"]),
+    ("[training]\nlearning_rate = VALUE", "training.learning_rate", "1e308", ["at most 1000"]),
+    ("[training]\nlearning_rate = VALUE", "training.learning_rate", "0", ["greater than 0"]),
+    ("[training]\nlearning_rate = VALUE", "training.learning_rate", "-0.1", ["greater than 0"]),
+    ("[training]\nlearning_rate = VALUE", "training.learning_rate", "nan", ["finite"]),
+    ("[training]\nlearning_rate = VALUE", "training.learning_rate", "1" + "0" * 400,
+     ["out of range", "401 digits"]),
+    ("[training]\nmomentum = VALUE", "training.momentum", "5", ["less than 1"]),
+    ("[training]\nmomentum = VALUE", "training.momentum", "1.0", ["less than 1"]),
+    ("[training]\nmomentum = VALUE", "training.momentum", "-0.5", ["at least 0"]),
+    ("[training]\nweight_decay = VALUE", "training.weight_decay", "1", ["less than 1"]),
+    ("[training]\ntolerance = VALUE", "training.tolerance", "-0.1", ["at least 0"]),
+    ("[training]\nepochs = VALUE", "training.epochs", "0", ["at least 1"]),
+    ("[training]\nepochs = VALUE", "training.epochs", "1000000000", ["at most 100,000,000"]),
+    ("[training]\nepochs = VALUE", "training.epochs", "1e3", ["expected an integer"]),
+    ("[training]\nbatch_size = VALUE", "training.batch_size", "0", ["at least 1"]),
+    ("[training]\nseed = VALUE", "training.seed", "-1", ["at least 0"]),
+    ("[training]\nseed = VALUE", "training.seed", "4294967296", ["at most 4,294,967,295"]),
+    ("[loss]\nweight_decay = VALUE", "loss.weight_decay", "1e308", ["at most 1000"]),
+    ("[[training.schedule]]\nepoch = 0\nmomentum = VALUE", "training.schedule[1].momentum", "5",
+     ["less than 1"]),
+    ("[[training.schedule]]\nepoch = 0\nlearning_rate = VALUE",
+     "training.schedule[1].learning_rate", "0", ["greater than 0"]),
+])
+def test_numbers_are_bounded(section, field, value, words):
+    body = section.replace("VALUE", value)
+    text = (BASE.replace('[loss]\nkind = "sse"\n', body + "\n") if section.startswith("[loss]")
+            else BASE + "\n" + body + "\n")
+    fails(text, field, line_of(text, body.splitlines()[-1]), *words)
+
+
+def test_activation_parameters_are_bounded():
+    for value, words in (("1e308", "at most 1000"), ("-1e308", "at least -1000"),
+                         ("inf", "finite")):
+        text = LEAKY.replace("SLOPE", value)
+        fails(text, "layers[2].activation.slope", line_of(text, "slope ="), words)
+    assert loads_spec(LEAKY.replace("SLOPE", "0.01")).layers[1].activation.parameters == (
+        ("slope", 0.01),)
+
+
+def test_valid_training_values_are_kept():
+    text = BASE + ("\n[training]\nmomentum = 0.99\nlearning_rate = 1000\nseed = 4294967295\n"
+                   "tolerance = 0\nweight_decay = 0\n")
+    training = loads_spec(text).training
+    assert (training.momentum, training.learning_rate, training.seed, training.tolerance) == \
+        (0.99, 1000.0, 2**32 - 1, 0.0)
+
+
+def test_schedule_epochs_must_increase():
+    text = BASE + ("\n[training]\n[[training.schedule]]\nepoch = 20\n"
+                   "[[training.schedule]]\nepoch = 5\n")
+    fails(text, "training.schedule[2].epoch", line_of(text, "epoch = 5"),
+          "not after the previous phase's epoch 20")
+    text = text.replace("epoch = 5", "epoch = 20")
+    fails(text, "training.schedule[2].epoch", line_of(text, "epoch = 20") + 2, "increasing")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "identity", "softplus"])
+def test_bce_needs_sigmoid_outputs(activation):
+    text = BASE.replace(LAYER2, f'units = 1\nactivation = "{activation}"').replace(
+        'kind = "sse"', 'kind = "bce"')
+    fails(text, "layers[2].activation", line_of(text, f'"{activation}"'), "bce needs outputs in "
+          "(0, 1)", "sigmoid")
+
+
+def test_bce_refuses_custom_activations():
+    text = custom_activation("1 / (1 + exp(-x))").replace('kind = "sse"', 'kind = "bce"')
+    fails(text, "layers[2].activation", line_of(text, "expr ="), "custom activation cannot be "
+          "shown")
+    text = BASE.replace('kind = "sse"', 'kind = "bce"')  # sigmoid output: accepted
+    assert loads_spec(text).loss.kind == "bce"
+
+
+@pytest.mark.parametrize("nest", [
+    "x = " + "[" * 5000 + "]" * 5000,
+    "x = " + "{ a = " * 5000 + "1" + " }" * 5000,
+    "x = [" + "[" * 64 + "]" * 65,
+])
+def test_deep_nesting_is_refused(nest):
+    text = BASE + nest + "\n"
+    with pytest.raises(SpecError) as info:
+        loads_spec(text, path="net.toml")
+    assert str(info.value) == (f"net.toml:{line_of(text, 'x = ')}: malformed TOML: arrays or "
+                               "tables nested more than 64 deep")
+
+
+def test_brackets_in_strings_and_comments_do_not_count():
+    deep = "[" * 5000
+    text = BASE.replace('name = "t"', f'name = "t"\ndescription = "{deep}"  # {deep}\n'
+                        f"# {deep}")
+    assert loads_spec(text).name == "t"
+    text = BASE.replace('name = "t"', f"name = \"t\"\ndescription = '''\n{deep}\n'''")
+    assert loads_spec(text).name == "t"
+    nested = "x = " + "[" * 64 + "]" * 64 + "\n" + BASE  # 64 deep is fine for the scanner
+    fails(nested, "x", line_of(nested, "x = "), "unknown key 'x'")
+
+
+def test_special_files_are_refused(tmp_path):
+    fifo = tmp_path / "spec.fifo"
+    os.mkfifo(fifo)  # opening a FIFO for reading would block without O_NONBLOCK
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        with pytest.raises(SpecError) as info:
+            load_spec(path)
+        assert str(info.value) == f"{path}: cannot read spec: not a regular file"
+
+
+def test_large_and_binary_files_are_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text(BASE + "#" * (1 << 20) + "\n")
+    with pytest.raises(SpecError, match=r"big.toml: cannot read spec: larger than 1,048,576 "):
+        load_spec(big)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(BASE.encode() + b"# \xff\xfe\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(binary)
+    assert str(info.value) == f"{binary}:{BASE.count(chr(10)) + 1}: cannot read spec: not UTF-8 " \
+        f"text (byte {len(BASE) + 3})"
+    with pytest.raises(SpecError, match="larger than 1,048,576"):
+        loads_spec(BASE + "#" * (1 << 20))
+
+
+def make_layers(n: int) -> str:
+    parts = ["inputs = 2\n"]
+    for i in range(n):
+        parts.append(f'[[layers]]\nname = "l{i}"\nunits = 2\nactivation = "tanh"\n')
+    return "".join(parts)
+
+
+def test_validation_is_linear_in_layers():
+    import time
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            loads_spec(text)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    small, large = make_layers(200), make_layers(2000)
+    assert len(loads_spec(large).layers) == 2000
+    ratio = best(large) / best(small)
+    assert ratio < 40, ratio  # linear: ~10; quadratic: ~100
+
+
+@pytest.mark.parametrize("old,new,field,fragment", [
+    ('name = "hidden"', 'name = "a\\u001b[31mb\\nsymgrad: all gradients correct"',
+     "layers[1].name", "name = \"a"),
+    ("units = 1", 'units = 1\nfrom = ["x\\u001b]0;title\\u0007\\r\\nsymgrad: ok\\u2028"]',
+     "layers[2].from", "from ="),
+    ('name = "t"', 'name = "t\\u0000\\u009b"', "name", 'name = "t'),
+])
+def test_control_characters_cannot_forge_lines(old, new, field, fragment):
+    text = BASE.replace(old, new)
+    error = fails(text, field, line_of(text, fragment))
+    message = str(error)
+    assert message.isprintable() and message.count("net.toml") == 1
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028]", message)
+
+
+def test_spec_error_escapes_every_part():
+    error = SpecError("bad\x1b[2J", field="layers[1].na\nme", path="a\rb.toml", line=3)
+    assert str(error) == "a\\rb.toml:3: layers[1].na\\nme: bad\\x1b[2J"
+    assert error.message == "bad\x1b[2J"  # the raw text stays available
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ('name = "hidden"', 'name = "has space"', "layers[1].name"),
+    ('name = "hidden"', 'name = "a-b"', "layers[1].name"),
+    ('name = "hidden"', 'name = "1st"', "layers[1].name"),
+    ('name = "hidden"', f'name = "{"a" * 65}"', "layers[1].name"),
+    ("inputs = 2", "inputs = { 'bad name' = 2 }", "inputs.bad name"),
+    ("inputs = 2", f"inputs = {{ {'g' * 65} = 2 }}", f"inputs.{'g' * 65}"),
+])
+def test_names_are_identifiers(old, new, field):
+    text = BASE.replace(old, new)
+    fails(text, field, line_of(text, new), "not a valid", "at most 64 characters")
+
+
+def test_longest_names_are_accepted():
+    text = BASE.replace('name = "hidden"', f'name = "{"a" * 64}"').replace(
+        "inputs = 2", f"inputs = {{ {'g' * 64} = 2 }}")
+    spec = loads_spec(text)
+    assert spec.layers[0].name == "a" * 64 and spec.inputs == (("g" * 64, 2),)
