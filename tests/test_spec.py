@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sympy
 
@@ -506,3 +507,80 @@ def test_longest_names_are_accepted():
         "inputs = 2", f"inputs = {{ {'g' * 64} = 2 }}")
     spec = loads_spec(text)
     assert spec.layers[0].name == "a" * 64 and spec.inputs == (("g" * 64, 2),)
+
+
+# ----------------------------------------------------------------------------- data files (.npz)
+
+
+def npz_error(path, **kwargs) -> str:
+    import symgrad.tasks as tasks
+
+    with pytest.raises(tasks.TaskError) as info:
+        tasks.load_npz(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{Path(path).name}: "), message
+    return message
+
+
+def test_npz_zip_bomb_is_refused_before_decompressing(tmp_path, monkeypatch):
+    import zipfile
+
+    import symgrad.tasks as tasks
+
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("X.npy", b"\0" * (3 << 20))  # 3 MiB of zeros, a few KiB compressed
+        archive.writestr("T.npy", b"\0")
+    assert bomb.stat().st_size < 100_000
+    monkeypatch.setattr(tasks, "MAX_NPZ_BYTES", 2 << 20)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load reached"))
+    assert "would unpack to 3,145,729 bytes; at most 2,097,152" in npz_error(bomb)
+
+
+def test_npz_lying_header_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    liar = tmp_path / "liar.npz"
+    with zipfile.ZipFile(liar, "w") as archive:
+        archive.writestr("X.npy", header.getvalue())
+        archive.writestr("T.npy", header.getvalue())
+    assert "array 'X' declares shape (1000000, 1000000) (8,000,000,000,000 bytes)" in \
+        npz_error(liar)
+
+
+@pytest.mark.parametrize("X,words", [
+    (np.array([[1 + 2j, 0j]]), ["array 'X' is not numeric (dtype complex128)"]),
+    (np.array([["1", "2"]]), ["array 'X' is not numeric (dtype <U1)"]),
+    (np.array([[0.0, np.inf]]), ["NaN or infinite"]),
+    (np.array([[0.0, np.nan]]), ["NaN or infinite"]),
+])
+def test_npz_bad_values(tmp_path, X, words):
+    f = tmp_path / "bad.npz"
+    np.savez(f, X=X, T=np.zeros((1, 1)))
+    message = npz_error(f)
+    for word in words:
+        assert word in message
+
+
+def test_npz_object_arrays_are_refused(tmp_path):
+    f = tmp_path / "obj.npz"
+    np.savez(f, X=np.array([[{"a": 1}, None]], dtype=object), T=np.zeros((1, 1)))
+    assert "array 'X' holds Python objects" in npz_error(f)
+
+
+def test_npz_missing_arrays_and_shapes(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, X=np.zeros((3, 2)))
+    assert npz_error(f) == "d.npz: missing array 'T' (found: X)"
+    np.savez(f, X=np.zeros((3, 1, 4, 4)), T=np.zeros((3, 2)))
+    assert npz_error(f, input_shape=(1, 4, 3)) == \
+        "d.npz: array 'X' has shape (3, 1, 4, 4) but the network takes (N, 1, 4, 3)"
+    assert "must be 2-D" in npz_error(f)  # image data without an image network
+    from symgrad.tasks import load_npz
+
+    task = load_npz(f, input_shape=(1, 4, 4))
+    assert task.X.shape == (3, 16) and task.T.shape == (3, 2)

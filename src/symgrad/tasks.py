@@ -46,6 +46,7 @@ message.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import pickle
 import zipfile
@@ -583,15 +584,77 @@ def load_task(name: str, *, seed: int = 0) -> Task:
 
 
 _NPZ_OPTIONAL = ("X_test", "T_test", "input_labels", "output_labels", "classes", "tolerance")
+_NPZ_DATA = ("X", "T", "X_test", "T_test")
+MAX_NPZ_BYTES = 2 << 30      # the arrays of an .npz file unpack to at most 2 GiB
+MAX_NPZ_MEMBERS = 1000
 
 
-def load_npz(path: str | os.PathLike) -> Task:
+def _check_npz_archive(p: Path) -> None:
+    """Refuse a file that is not a zip archive, or whose members would unpack too large.
+
+    The sizes checked are those declared in the zip directory and in every
+    ``.npy`` header (which ``np.load`` allocates before reading), so a zip
+    bomb or a lying header is refused before anything is decompressed.
+    """
+    with open(p, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise TaskError(f"{p.name}: not an .npz archive (a single array); use np.savez(X=..., T=...)")
+    try:
+        archive = zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise TaskError(f"{p.name}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_NPZ_MEMBERS:
+            raise TaskError(f"{p.name}: {len(members):,} archive members; at most {MAX_NPZ_MEMBERS:,}")
+        total = sum(member.file_size for member in members)
+        if total > MAX_NPZ_BYTES:
+            raise TaskError(f"{p.name}: the archive would unpack to {total:,} bytes; "
+                            f"at most {MAX_NPZ_BYTES:,}")
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                continue
+            name = member.filename[:-4]
+            try:
+                with archive.open(member) as fp:
+                    version = np.lib.format.read_magic(fp)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+                    else:
+                        raise ValueError(f"unsupported .npy format version {version}")
+            except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+                raise TaskError(f"{p.name}: array {name!r} is not readable "
+                                f"({type(exc).__name__}: {exc})") from None
+            if dtype.hasobject:
+                raise TaskError(f"{p.name}: array {name!r} holds Python objects; only numeric "
+                                "and string arrays are read (no pickles)")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > member.file_size:
+                raise TaskError(f"{p.name}: array {name!r} declares shape {shape} "
+                                f"({declared:,} bytes) but holds {member.file_size:,} bytes")
+
+
+def _check_numeric(key: str, array: np.ndarray) -> None:
+    """Refuse data arrays that are not bool, integer or float (complex, strings, ...)."""
+    if array.dtype.kind not in "biuf":
+        raise TaskError(f"array {key!r} is not numeric (dtype {array.dtype}); "
+                        "expected bool, integer or float values")
+
+
+def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None) -> Task:
     """Read a task from an ``.npz`` file with arrays ``X`` and ``T``.
 
     Optional arrays: ``X_test``/``T_test`` (together), ``input_labels``,
     ``output_labels`` (string arrays), ``classes`` (bool scalar; by default
     true when every row of ``T`` is one-hot with at least two outputs) and
     ``tolerance`` (scalar, default 0.5).  The task is named after the file.
+    With ``input_shape`` (C, H, W) of an image network, ``X`` (and ``X_test``)
+    may be (N, C, H, W) and is flattened, in C order, to (N, C*H*W).  Data
+    arrays must be numeric and finite; an archive that would unpack to more
+    than 2 GiB is refused before it is decompressed.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -604,10 +667,18 @@ def load_npz(path: str | os.PathLike) -> Task:
     Traceback (most recent call last):
     ...
     symgrad.tasks.TaskError: bad.npz: missing array 'T' (found: X)
+    >>> np.savez(d / "img.npz", X=np.zeros((5, 1, 2, 2)), T=np.zeros((5, 1)))
+    >>> load_npz(d / "img.npz", input_shape=(1, 2, 2)).X.shape
+    (5, 4)
+    >>> load_npz(d / "img.npz", input_shape=(2, 2, 1))
+    Traceback (most recent call last):
+    ...
+    symgrad.tasks.TaskError: img.npz: array 'X' has shape (5, 1, 2, 2) but the network takes (N, 2, 2, 1)
     """
     p = Path(path)
     if not p.is_file():
         raise TaskError(f"{p}: no such task file")
+    _check_npz_archive(p)
     bad = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)
     try:
         z = np.load(p, allow_pickle=False)
@@ -624,6 +695,17 @@ def load_npz(path: str | os.PathLike) -> Task:
         if key not in arrays:
             found = ", ".join(sorted(arrays)) or "nothing"
             raise TaskError(f"{p.name}: missing array {key!r} (found: {found})")
+    try:
+        for key in _NPZ_DATA:
+            if key in arrays:
+                _check_numeric(key, arrays[key])
+        if input_shape is not None:
+            shape = tuple(int(n) for n in input_shape)
+            for key in ("X", "X_test"):
+                if key in arrays:
+                    arrays[key] = _flatten_images(key, arrays[key], shape)
+    except TaskError as exc:
+        raise TaskError(f"{p.name}: {exc}") from None
     kwargs: dict = {}
     try:
         for key in ("input_labels", "output_labels"):
@@ -644,6 +726,17 @@ def load_npz(path: str | os.PathLike) -> Task:
         raise TaskError(f"{p.name}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise TaskError(f"{p.name}: bad optional array ({exc})") from None
+
+
+def _flatten_images(key: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(N, C, H, W) -> (N, C*H*W) in C order; (N, C*H*W) passes; anything else is refused."""
+    if array.ndim == 2 and array.shape[1] == math.prod(shape):
+        return array
+    if array.ndim != 1 + len(shape) or tuple(array.shape[1:]) != shape:
+        wanted = ", ".join(str(n) for n in shape)
+        raise TaskError(f"array {key!r} has shape {tuple(array.shape)} but the network takes "
+                        f"(N, {wanted})")
+    return array.reshape(array.shape[0], -1)
 
 
 def save_npz(task: Task, path: str | os.PathLike) -> None:
