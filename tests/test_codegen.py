@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symgrad.codegen import generate_module_source, load_module
+from symgrad.codegen import generate_module_source, load_module, write_module
 from symgrad.derive import derive
 from symgrad.interpret import evaluate
 from symgrad.spec import Network, load_spec
@@ -891,3 +891,17 @@ def test_in_place_code_is_used_where_the_operand_is_dead():
     source = generate_module_source(matrix_spec("elu", "sse", "sum"))
     body = source[source.index("def loss_and_grad"):source.index("def init_state")]
     assert "out=z1" not in body and "z1" in body.split("# Backward pass.")[1]
+
+
+def test_write_module_is_atomic_and_follows_no_planted_link(tmp_path):
+    victim = tmp_path / "victim.py"
+    victim.write_text("keep")
+    out = tmp_path / "gen" / "tiny.py"
+    out.parent.mkdir()
+    (out.parent / ".tiny.py.tmp").symlink_to(victim)  # the old, predictable temporary name
+    spec = Network("tiny", inputs=2).dense(1, "sigmoid").build()
+    write_module(spec, out)
+    assert victim.read_text() == "keep"
+    assert out.read_text() == generate_module_source(spec, output_path=str(out))
+    assert sorted(p.name for p in out.parent.iterdir()) == [".tiny.py.tmp", "tiny.py"]
+    assert out.stat().st_mode & 0o777 == 0o644

@@ -235,8 +235,9 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
                        "init": kind, "activation": layer.activation.kind})
     backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
                                  loss_line.reads)
-    for name in [*graph.params, output.name, *derivation.gradients.values()]:
-        _identifier(name)
+    for name in [*graph.params, *(node.name for node in graph.nodes),
+                 *derivation.gradients.values()]:
+        _identifier(name)  # code names only; user text never reaches code unquoted
     template = environment().get_template("module.py.j2")
     source = template.render(
         py=py_literal, doc=text_fragment, comment=comment_text,
