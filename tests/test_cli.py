@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,206 @@ def test_unwritable_output_exits_2_and_leaves_nothing(tmp_path, capsys):
     assert str(target) in message and "cannot write" in message
     assert [p.name for p in tmp_path.iterdir()] == ["a_directory"]
     assert list(target.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hostile input
+
+# A module with the generated interface, written by hand, whose gradient is wrong (sign).
+HAND_MODULE = '''\
+import numpy as np
+PARAM_SHAPES = {"W": __SHAPE__}
+N_INPUTS, N_OUTPUTS, CLASSES = __SHAPE__[1], __SHAPE__[0], False
+def init_params(seed=0, dtype=np.float64):
+    return {k: np.random.default_rng(seed).normal(size=s).astype(dtype)
+            for k, s in PARAM_SHAPES.items()}
+def loss(p, X, T):
+    LOSS_BODY
+    return 0.5 * float(np.sum((X @ p["W"].T - T) ** 2))
+def loss_and_grad(p, X, T):
+    GRAD_BODY
+    r = X @ p["W"].T - T
+    return loss(p, X, T), {"W": -(r.T @ X)}
+'''
+
+
+def hand_module(tmp_path, name="wrong.py", shape=(3, 2), loss_body="pass", grad_body="pass",
+                head=""):
+    path = tmp_path / name
+    path.write_text(head + HAND_MODULE.replace("__SHAPE__", repr(shape))
+                    .replace("LOSS_BODY", loss_body).replace("GRAD_BODY", grad_body))
+    return path
+
+
+def test_the_hand_module_fails_its_check(tmp_path, capsys):
+    # the control for the cases below: the same module, well-formed input, is caught
+    assert main(["check", str(hand_module(tmp_path))]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batch", "0"], "--batch: must be at least 1, got 0"),
+    (["--batch", "-1"], "--batch: must be at least 1"),
+    (["--batch", "five"], "--batch: expected an integer"),
+    (["--seed", "-1"], "--seed: must be at least 0"),
+    (["--entries", "0"], "--entries: must be at least 1"),
+    (["--directions", "-1"], "--directions: must be at least 0"),
+    (["--timeout", "0"], "--timeout: must be a positive number"),
+    (["--timeout", "nan"], "--timeout: must be a positive number"),
+    (["--no-such-option"], "unrecognized arguments"),
+])
+def test_bad_check_arguments_exit_2_with_one_line(tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(hand_module(tmp_path)), *args])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert needle in one_line_error(captured.err) and captured.out == ""
+
+
+@pytest.mark.parametrize("command", [["train", XOR, "--task", "xor", "--seed", "-1"],
+                                     ["verify", XOR, "--grad", "x.py:f", "--points", "0"],
+                                     ["verify", XOR, "--grad", "x.py:f", "--seed", "-3"],
+                                     ["derive"]])
+def test_bad_arguments_of_other_commands_exit_2_with_one_line(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        main(command)
+    assert exc.value.code == 2
+    one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"loss_body": "return float('nan')"}, "the loss is nan"),
+    ({"shape": (0, 2)}, "nothing to check"),
+    ({"head": "import sys\nsys.exit(0)\n"}, "cannot import: SystemExit: 0"),
+    ({"grad_body": "import sys; sys.exit(0)"}, "exited (SystemExit: 0)"),
+    ({"loss_body": "raise GeneratorExit('odd')"}, "GeneratorExit: odd"),
+])
+def test_a_check_that_checked_nothing_never_passes(tmp_path, capsys, kwargs, needle):
+    path = hand_module(tmp_path, **kwargs)
+    assert main(["check", str(path)]) == 2
+    captured = capsys.readouterr()
+    message = one_line_error(captured.err)
+    assert needle in message and str(path) in message and captured.out == ""
+
+
+def test_no_parameters_is_bad_input(tmp_path, capsys):
+    path = tmp_path / "empty.py"
+    path.write_text(HAND_MODULE.replace('{"W": __SHAPE__}', "{}").replace("__SHAPE__", "(3, 2)"))
+    assert main(["check", str(path)]) == 2
+    assert "no parameters" in one_line_error(capsys.readouterr().err)
+
+
+def test_sys_exit_in_a_subprocess_is_exit_2_not_0(tmp_path):
+    path = hand_module(tmp_path, grad_body="import sys; sys.exit(0)")
+    result = run_cli("check", str(path))
+    assert result.returncode == 2 and "SystemExit" in one_line_error(result.stderr)
+
+
+def test_timeout_stops_a_hanging_check(tmp_path):
+    path = hand_module(tmp_path, loss_body="import time; time.sleep(1000)")
+    start = time.monotonic()
+    result = run_cli("check", str(path), "--timeout", "1")
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2
+    assert "did not finish within --timeout 1 s" in one_line_error(result.stderr)
+
+
+def test_timeout_and_exit_in_verify(tmp_path, capsys):
+    grad = tmp_path / "grad.py"
+    grad.write_text("import sys, time\n"
+                    "def leaves(p, X, T):\n    sys.exit(0)\n"
+                    "def hangs(p, X, T):\n    time.sleep(1000)\n")
+    assert main(["verify", XOR, "--grad", f"{grad}:leaves"]) == 2
+    assert "SystemExit" in one_line_error(capsys.readouterr().err)
+    start = time.monotonic()
+    assert main(["verify", XOR, "--grad", f"{grad}:hangs", "--timeout", "0.5"]) == 2
+    assert time.monotonic() - start < 30
+    assert "--timeout 0.5 s" in one_line_error(capsys.readouterr().err)
+
+
+def test_control_characters_in_user_text_are_escaped(tmp_path):
+    name = "evil\nsymgrad: forged line\x1b[31m.py"
+    result = run_cli("check", name, cwd=tmp_path)
+    assert result.returncode == 2
+    message = one_line_error(result.stderr)
+    assert "\x1b" not in result.stderr and "\\x1b[31m" in message and "\\n" in message
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_a_planted_temporary_symlink_is_not_followed(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "xor.py"
+    for name in (".xor.py.tmp", f".xor.py.{os.getpid()}.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    assert main(["generate", XOR, "-o", str(out)]) == 0
+    assert victim.read_text() == "precious"
+    assert out.read_text().startswith('"""xor')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".xor.py.tmp", f".xor.py.{os.getpid()}.tmp", "victim.txt", "xor.py"])
+
+
+def test_generate_refuses_to_overwrite_its_spec(tmp_path, capsys):
+    spec = tmp_path / "xor.toml"
+    text = Path(XOR).read_text()
+    spec.write_text(text)
+    os.link(spec, tmp_path / "hardlink.toml")
+    (tmp_path / "sub").mkdir()
+    for output in (spec, tmp_path / "sub" / ".." / "xor.toml", tmp_path / "hardlink.toml"):
+        for command in ("generate", "derive"):
+            assert main([command, str(spec), "-o", str(output)]) == 2
+            assert "would overwrite the input" in one_line_error(capsys.readouterr().err)
+    assert spec.read_text() == text
+
+
+def test_a_too_long_output_name_is_one_line(tmp_path, capsys):
+    out = tmp_path / ("x" * 300 + ".py")
+    assert main(["generate", XOR, "-o", str(out)]) == 2
+    assert "too long" in one_line_error(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_cleans_up_on_failure(tmp_path):
+    from symgrad.fileio import atomic_file, write_atomically
+
+    target = tmp_path / "keep.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("disk on fire")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    write_atomically(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_progress_lines(monkeypatch):
+    import io
+
+    from symgrad.cli import Progress
+
+    plain = io.StringIO()
+    progress = Progress("checking", stream=plain, delay=0)
+    for i in range(1, 1001):
+        progress(i, 1000)
+    lines = plain.getvalue().splitlines()
+    assert 1 <= len(lines) <= 5 and lines[-1] == "checking: 1000/1000 (100%)"
+    assert "\r" not in plain.getvalue()
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    progress = Progress("checking", stream=tty, delay=0)
+    progress(1, 2)
+    progress(2, 2)
+    progress.close()
+    assert tty.getvalue().startswith("\rchecking: 1/2 (50%)") and "\n" not in tty.getvalue()

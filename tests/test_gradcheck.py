@@ -492,3 +492,40 @@ def test_params_are_not_modified():
         check_gradient(lambda q: mlp_loss(q, X, T), lambda q: mlp_backward(q, X, T)[0], p,
                        method=m)
     assert all(np.array_equal(before[k], p[k]) for k in p)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_full_check_by_default_and_counts():
+    loss = lambda p: float(np.sum(p["w"] ** 3))  # noqa: E731
+    rep = check_gradient(loss, lambda p: {"w": 3 * p["w"] ** 2}, {"w": np.linspace(-1, 1, 50)})
+    assert rep.passed and not rep["w"].sampled and rep["w"].n_checked == 50
+    assert rep["w"].directions == [] and rep.n_checked == 50
+    assert "sampled" not in str(rep)
+
+
+def test_a_parameter_with_no_entries_checks_nothing():
+    rep = check_gradient(lambda p: 0.0, lambda p: {"w": np.zeros(0)}, {"w": np.zeros(0)},
+                         directions=3)
+    assert rep.n_checked == 0
+
+
+def test_sampled_mask_picture_marks_unchecked_entries():
+    loss = lambda p: float(np.sum(p["w"] ** 2))  # noqa: E731
+    bad = lambda p: {"w": -2 * p["w"]}  # noqa: E731
+    rep = check_gradient(loss, bad, {"w": np.linspace(0.1, 1, 60).reshape(6, 10)}, entries=5)
+    pic = rep["w"].mask_picture()
+    assert pic.count("X") == 5 and pic.count("-") == 55
+    assert "5 of 60 entries sampled" in str(rep)
+
+
+def test_directions_replace_one_that_crosses_a_kink():
+    # |w| summed: every direction through w = 0 crosses the kink; w is exactly 0 in one entry
+    w = np.array([0.0, 0.5, -0.3])
+    rep = check_gradient(lambda p: float(np.sum(np.abs(p["w"]))),
+                         lambda p: {"w": np.sign(p["w"])}, {"w": w}, directions=3)
+    assert rep.passed, str(rep)
+    statuses = [d["status"] for d in rep["w"].directions]
+    assert "kink" in statuses and set(statuses) <= {"ok", "kink"}
+    assert "crossed a kink, not counted" in str(rep)

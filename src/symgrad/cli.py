@@ -53,7 +53,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit code 2."""
 
     def error(self, message: str):  # noqa: D102 - argparse API
-        self.exit(EXIT_BAD_INPUT, f"symgrad: {printable(self.prog)}: {printable(message)}\n")
+        self.exit(EXIT_BAD_INPUT, f"{printable(self.prog)}: {printable(message)}\n")
 
 
 def int_at_least(minimum: int, maximum: int | None = None):
