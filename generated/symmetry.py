@@ -279,6 +279,7 @@ def _main(argv=None):
     bad input, with nothing written.  The parameters are written atomically.
     """
     import argparse
+    import math
     import os
     import sys
     import tempfile
@@ -312,7 +313,7 @@ def _main(argv=None):
             refuse(where, name, "holds Python objects; only numbers are read (no pickles)")
         if dtype.kind not in "biuf":
             refuse(where, name, f"expected numbers, got {dtype}")
-        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != room:
+        if min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize != room:
             refuse(where, name, f"declares shape {shape} but holds {room} bytes of data")
         with archive.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
