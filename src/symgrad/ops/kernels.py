@@ -7,7 +7,8 @@ expression class of :mod:`symgrad.ops.conv` needs, dependencies first.
 Arrays are batch-first NCHW; kernels are (F, C, kh, kw); ``stride``,
 ``padding``, ``kernel`` and ``size`` are (rows, columns) pairs of ints.
 No function loops over samples or positions in Python (only over the
-kh*kw kernel offsets, to scatter-add windows back: col2im), none
+kh*kw kernel offsets: strided slices for pooling, scatter-adding windows
+back for col2im), none
 changes or returns a view of its inputs, and float32 stays float32.
 
 >>> X = np.arange(16.0).reshape(1, 1, 4, 4)
@@ -70,7 +71,12 @@ def _conv2d_grad_input(G, K, stride, padding, size):
 
 def _conv2d_grad_kernel(A, G, stride, padding, kernel):
     """dL/dK[f,c,u,v] = sum_{n,i,j} Apad[n,c,i*sh+u,j*sw+v] G[n,f,i,j] (input correlated with G)."""
-    return np.tensordot(G, _windows(A, kernel, stride, padding), axes=((0, 2, 3), (0, 2, 3)))
+    (kh, kw), (n, f, ho, wo) = kernel, G.shape
+    c = A.shape[1]
+    cols = _windows(A, kernel, stride, padding).transpose(0, 1, 4, 5, 2, 3)
+    cols = cols.reshape(n, c * kh * kw, ho * wo)
+    dK = np.matmul(G.reshape(n, f, ho * wo), cols.transpose(0, 2, 1)).sum(axis=0)
+    return dK.reshape(f, c, kh, kw)
 
 
 def _channel_sum(G):
@@ -80,21 +86,41 @@ def _channel_sum(G):
 
 def _maxpool2d(A, kernel, stride):
     """P[n,c,i,j] = max_{u,v} A[n,c,i*sh+u,j*sw+v]."""
-    return _windows(A, kernel, stride).max(axis=(4, 5))
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = (A.shape[2] - kh) // sh + 1, (A.shape[3] - kw) // sw + 1
+    P = A[:, :, 0:sh * ho:sh, 0:sw * wo:sw].copy()
+    for u in range(kh):
+        for v in range(kw):
+            np.maximum(P, A[:, :, u:u + sh * ho:sh, v:v + sw * wo:sw], out=P)
+    return P
 
 
 def _maxpool2d_grad(G, A, kernel, stride):
     """dA[n,c,i*sh+u,j*sw+v] += G[n,c,i,j] at the first (row-major) arg-max (u,v) of each window."""
-    kh, kw = kernel
-    n, c, ho, wo = G.shape
-    first = _windows(A, kernel, stride).reshape(n, c, ho, wo, kh * kw).argmax(axis=4)
-    offsets = np.arange(kh * kw).reshape(kh, kw, 1, 1, 1, 1)
-    return _col2im((first == offsets) * G, A.shape[2:], stride)
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, G.shape[2:]
+    top = _maxpool2d(A, kernel, stride)
+    free = np.ones(top.shape, dtype=bool)  # windows whose maximum is not yet found
+    dA = np.zeros(A.shape, dtype=G.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            hit = A[:, :, u:u + sh * ho:sh, v:v + sw * wo:sw] == top
+            hit &= free
+            free ^= hit
+            dA[:, :, u:u + sh * ho:sh, v:v + sw * wo:sw] += G * hit
+    return dA
 
 
 def _avgpool2d(A, kernel, stride):
     """P[n,c,i,j] = sum_{u,v} A[n,c,i*sh+u,j*sw+v] / (kh*kw)."""
-    return _windows(A, kernel, stride).mean(axis=(4, 5))
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = (A.shape[2] - kh) // sh + 1, (A.shape[3] - kw) // sw + 1
+    P = A[:, :, 0:sh * ho:sh, 0:sw * wo:sw].copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                P += A[:, :, u:u + sh * ho:sh, v:v + sw * wo:sw]
+    P /= kh * kw
+    return P
 
 
 def _avgpool2d_grad(G, kernel, stride, size):
@@ -111,9 +137,9 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "Conv2dGradInput": ("_col2im", "_conv2d_grad_input"),
     "Conv2dGradKernel": ("_windows", "_conv2d_grad_kernel"),
     "ChannelSum": ("_channel_sum",),
-    "MaxPool2d": ("_windows", "_maxpool2d"),
-    "MaxPool2dGrad": ("_windows", "_col2im", "_maxpool2d_grad"),
-    "AvgPool2d": ("_windows", "_avgpool2d"),
+    "MaxPool2d": ("_maxpool2d",),
+    "MaxPool2dGrad": ("_maxpool2d", "_maxpool2d_grad"),
+    "AvgPool2d": ("_avgpool2d",),
     "AvgPool2dGrad": ("_col2im", "_avgpool2d_grad"),
     "Flatten": (),
     "Unflatten": (),
