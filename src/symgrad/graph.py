@@ -18,10 +18,11 @@ multi-input layers are dense nodes with several sources.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from . import naming
-from .spec import INPUT, Activation, NetworkSpec
+from .spec import INPUT, Activation, Layer, NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Node:
     """One tensor operation; ``size`` is its number of columns (batch-first)."""
 
     name: str
-    op: str  # input | slice | dense | activation
+    op: str  # a row of symgrad.ops: input | slice | dense | activation | conv2d | ...
     sources: tuple[str, ...] = ()
     size: int = 0
     layer: int | None = None
@@ -38,6 +39,9 @@ class Node:
     weight: str | None = None
     bias: str | None = None
     dims: tuple[int, ...] = ()  # per-sample shape when it is not flat: (C, H, W)
+    kernel: tuple[int, int] | None = None  # convolution kernel or pooling window
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -81,7 +85,8 @@ class Graph:
 
 def build_graph(spec: NetworkSpec) -> Graph:
     """Build the operation graph of a validated spec."""
-    nodes = [Node(naming.INPUT, "input", size=spec.n_inputs)]
+    dims = tuple(spec.input_shape or ())
+    nodes = [Node(naming.INPUT, "input", size=spec.n_inputs, dims=dims if len(dims) > 1 else ())]
     aliases = {INPUT: naming.INPUT}
     if len(spec.inputs) > 1:
         start = 0
@@ -90,16 +95,49 @@ def build_graph(spec: NetworkSpec) -> Graph:
             nodes.append(Node(name, "slice", (naming.INPUT,), size, start=start))
             aliases[group] = name
             start += size
+    by_name = {node.name: node for node in nodes}
     params: dict[str, tuple[int, ...]] = {}
     for index, layer in enumerate(spec.layers, start=1):
         sources = tuple(aliases[s] for s in layer.sources)
-        fan_in = sum(next(n.size for n in nodes if n.name == s) for s in sources)
-        weight, bias = naming.weight(index), naming.bias(index) if layer.bias else None
-        params[weight] = (layer.units, fan_in)
-        if bias:
-            params[bias] = (layer.units,)
-        z, a = naming.pre_activation(index), naming.activation(index)
-        nodes.append(Node(z, "dense", sources, layer.units, index, weight=weight, bias=bias))
-        nodes.append(Node(a, "activation", (z,), layer.units, index, activation=layer.activation))
-        aliases[layer.name] = a
+        inputs = [by_name[s] for s in sources]
+        for node in _LAYERS[layer.kind](layer, index, sources, inputs, params):
+            nodes.append(node)
+            by_name[node.name] = node
+        aliases[layer.name] = nodes[-1].name
     return Graph(spec, nodes, params, output=nodes[-1].name)
+
+
+def _dense(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    weight, bias = naming.weight(index), naming.bias(index) if layer.bias else None
+    params[weight] = (layer.units, sum(node.size for node in inputs))
+    if bias:
+        params[bias] = (layer.units,)
+    z, a = naming.pre_activation(index), naming.activation(index)
+    return [Node(z, "dense", sources, layer.units, index, weight=weight, bias=bias),
+            Node(a, "activation", (z,), layer.units, index, activation=layer.activation)]
+
+
+def _conv2d(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    kernel, bias = naming.kernel(index), naming.bias(index) if layer.bias else None
+    params[kernel] = (layer.units, inputs[0].shape[0], *layer.kernel)
+    if bias:
+        params[bias] = (layer.units,)
+    z, a = naming.pre_activation(index), naming.activation(index)
+    size, dims = math.prod(layer.shape), tuple(layer.shape)
+    return [Node(z, "conv2d", sources, size, index, weight=kernel, bias=bias, dims=dims,
+                 kernel=layer.kernel, stride=layer.stride, padding=layer.padding),
+            Node(a, "activation", (z,), size, index, activation=layer.activation, dims=dims)]
+
+
+def _pool(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    return [Node(naming.activation(index), layer.kind, sources, math.prod(layer.shape), index,
+                 dims=tuple(layer.shape), kernel=layer.kernel, stride=layer.stride)]
+
+
+def _flatten(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    return [Node(naming.activation(index), "flatten", sources, inputs[0].size, index)]
+
+
+#: The nodes each kind of layer adds: the last one is the layer's output.
+_LAYERS = {"dense": _dense, "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
+           "flatten": _flatten}

@@ -33,6 +33,10 @@ def weight(layer: int) -> str:
     return f"W{layer}"
 
 
+def kernel(layer: int) -> str:
+    return f"K{layer}"
+
+
 def bias(layer: int) -> str:
     return f"b{layer}"
 
@@ -65,7 +69,7 @@ def block(weight_name: str, source: str) -> str:
     return f"{weight_name}__{source}"
 
 
-_LAYERED = {"z": "Z", "a": "A", "W": "W", "b": "b", "delta": r"\delta", "log_a": r"\log A"}
+_LAYERED = {"z": "Z", "a": "A", "W": "W", "K": "K", "b": "b", "delta": r"\delta", "log_a": r"\log A"}
 
 
 def latex(name: str) -> str:
@@ -77,7 +81,7 @@ def latex(name: str) -> str:
         return rf"{latex(weight_name)}_{{[{latex(source)}]}}"
     if name.startswith("X_"):
         return rf"X_{{\mathrm{{{name[2:]}}}}}".replace("_", r"\_").replace(r"X\_", "X_", 1)
-    match = re.fullmatch(r"(log_a|delta|z|a|W|b)(\d+)", name)
+    match = re.fullmatch(r"(log_a|delta|z|a|W|K|b)(\d+)", name)
     if match:
         return f"{_LAYERED[match.group(1)]}^{{({match.group(2)})}}"
     return {DECAY: r"\lambda", BATCH: "N", INPUT: "X", TARGET: "T", LOSS: "L"}.get(name, name)
@@ -90,7 +94,7 @@ def text(name: str) -> str:
     if "__" in name:
         weight_name, source = name.split("__", 1)
         return f"{text(weight_name)}[{text(source)}]"
-    match = re.fullmatch(r"(log_a|delta|z|a|W|b)(\d+)", name)
+    match = re.fullmatch(r"(log_a|delta|z|a|W|K|b)(\d+)", name)
     if match:
         head = {"z": "Z", "a": "A", "delta": "δ", "log_a": "log A"}.get(match.group(1),
                                                                          match.group(1))

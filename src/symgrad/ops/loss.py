@@ -41,7 +41,7 @@ class Loss(Op):
     def decay_terms(d) -> sp.Expr:
         if not d.spec.loss.weight_decay:
             return sp.S.Zero
-        weights = [p for p in d.graph.params if p.startswith("W")]
+        weights = [p for p in d.graph.params if p.startswith(("W", "K"))]
         return d.LAMBDA / 2 * sp.Add(*(Total(d.array(w) ** 2) for w in weights))
 
     def forward(self, node, d) -> None:
