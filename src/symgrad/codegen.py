@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import math
 import os
 import shlex
@@ -32,6 +33,7 @@ from pathlib import Path
 import sympy as sp
 
 from . import __version__, naming, ops
+from .ops import kernels
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
 from .printing import ArrayCodePrinter, code_names
@@ -229,10 +231,14 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         command += f" --dtype {dtype}"
     layers = []
     for index, layer in enumerate(spec.layers, start=1):
+        weight = naming.kernel(index) if layer.kind == "conv2d" else naming.weight(index)
+        if weight not in graph.params:
+            continue  # pooling and flatten have no parameters
         kind = spec.init.kind if layer.init is None else layer.init
-        layers.append({"weight": naming.weight(index),
-                       "bias": naming.bias(index) if layer.bias else None,
-                       "init": kind, "activation": layer.activation.kind})
+        layers.append({"weight": weight, "bias": naming.bias(index) if layer.bias else None,
+                       "init": kind, "activation": layer.activation.kind,
+                       "receptive": math.prod(graph.params[weight][2:]) if layer.kind == "conv2d"
+                       else None})
     backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
                                  loss_line.reads)
     for name in [*graph.params, *(node.name for node in graph.nodes),
@@ -247,6 +253,7 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         uses_n=naming.BATCH in backward_reads, uses_decay=naming.DECAY in backward_reads,
         loss=loss_line, backward=backward,
         output=output.name, layers=layers, helpers=sorted(printer.helpers),
+        kernels=_kernel_sources(printer.helpers), input_shape=spec.input_shape,
         gradients=derivation.gradients, architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,
         init_range=spec.init.range, classes=output.activation.vector,
@@ -255,13 +262,34 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     return source
 
 
+def _kernel_sources(helpers: set[str]) -> list[str]:
+    """The source of each array kernel the printed steps call, dependencies first."""
+    order = dict.fromkeys(name for names in kernels.HELPERS.values() for name in names)
+    return [inspect.getsource(getattr(kernels, name)).rstrip() for name in order
+            if name in helpers]
+
+
 def _architecture(spec: NetworkSpec) -> str:
-    sizes = [str(spec.n_inputs)] + [str(layer.units) for layer in spec.layers]
-    kinds = ", ".join(layer.activation.kind for layer in spec.layers)
+    if spec.input_shape is None:
+        sizes = [str(spec.n_inputs)] + [str(layer.units) for layer in spec.layers]
+        kinds = ", ".join(layer.activation.kind for layer in spec.layers)
+    else:
+        sizes = ["x".join(map(str, spec.input_shape))] + [_layer_text(layer)
+                                                          for layer in spec.layers]
+        kinds = ", ".join(layer.activation.kind for layer in spec.layers
+                          if layer.kind in ("dense", "conv2d"))
     # The parsed expression, never the user's text (which may carry a comment).
     loss = (spec.loss.kind if spec.loss.expr is None
             else f"custom ({sp.sstr(spec.loss.per_output())})")
     return f"{'-'.join(sizes)} ({kinds}); loss {loss}, reduction {spec.loss.reduction}"
+
+
+def _layer_text(layer) -> str:
+    """One layer in words: ``conv 8@3x3``, ``maxpool 2x2``, ``flatten``, ``10``."""
+    window = "x".join(map(str, layer.kernel))
+    return {"conv2d": f"conv {layer.units}@{window}", "maxpool2d": f"maxpool {window}",
+            "avgpool2d": f"avgpool {window}", "flatten": "flatten"}.get(layer.kind,
+                                                                        str(layer.units))
 
 
 def write_module(spec: NetworkSpec, path: str | Path, *, dtype: str = "float64",
