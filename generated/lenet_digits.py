@@ -259,7 +259,7 @@ def loss_and_grad(params, X, T):
     dL_dK3 = _conv2d_grad_kernel(a2, delta3, (1, 1), (1, 1), (3, 3))
     # (19) dL/db3 = delta3 summed over the batch and positions
     dL_db3 = _channel_sum(delta3)
-    # (20) dL/da2: delta2 fully convolved with K2 rotated 180 degrees
+    # (20) dL/da2: delta3 fully convolved with K3 rotated 180 degrees
     dL_da2 = _conv2d_grad_input(delta3, K3, (1, 1), (1, 1), (4, 4))
     # (21) dL/da1: each gradient routed to the arg-max of its window
     dL_da1 = _maxpool2d_grad(dL_da2, a1, (2, 2), (2, 2))

@@ -130,7 +130,8 @@ def _comment(step: Step) -> str:
     text = ops.rule(step.rule).comment.format(
         layer=step.layer, wrt=step.target[4:] if step.target.startswith("dL_d") else step.target,
         kind=detail["activation"].kind if "activation" in detail else "",
-        derivative=sp.sstr(detail.get("slope") or detail.get("derivative")))
+        derivative=sp.sstr(detail.get("slope") or detail.get("derivative")),
+        consumer=detail.get("consumer", step.layer))
     return f"({step.number}) {text}"
 
 

@@ -76,12 +76,15 @@ def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
             statements = _accumulate(step, printer)
         elif isinstance(expr, sp.Symbol) and expr.name in buffer:
             home = buffer[expr.name]  # identity: another name for the same array
+        elif getattr(expr, "view", False):  # a reshape: a view of its operand's array
+            home = buffer.get(expr.args[0].name)
         elif not isinstance(expr, sp.MatrixExpr):
             written = _in_place(step, printer, buffer, shape, live, step_reads[index])
             if written is not None:
                 statements, home = written
-        buffer[step.target] = home
-        shape.setdefault(home, tuple(step.shape))
+        if home is not None:  # None: a view of an array the function does not own
+            buffer[step.target] = home
+            shape.setdefault(home, tuple(step.shape))
         if statements is None:
             statements = (f"{step.target} = {printer.doprint(expr)}",)
         out.append(statements)

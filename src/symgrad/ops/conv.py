@@ -429,6 +429,7 @@ class AvgPool2dGrad(ArrayOp):
 class Flatten(ArrayOp):
     """F[n, (c*H + h)*W + w] = A[n,c,h,w]: (N,C,H,W) -> (N, C*H*W), row-major."""
 
+    view = True  # NumPy returns a view: the memory plan treats it as its operand's array
     nargs = 1
 
     @classmethod
@@ -455,6 +456,7 @@ class Flatten(ArrayOp):
 class Unflatten(ArrayOp):
     """U[n,c,h,w] = G[n, (c*H + h)*W + w]: (N, C*H*W) -> (N,C,H,W); args ``(G, C, H, W)``."""
 
+    view = True  # NumPy returns a view: the memory plan treats it as its operand's array
     nargs = 4
 
     @classmethod

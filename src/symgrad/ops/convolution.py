@@ -45,7 +45,7 @@ class Convolution(Op):
                           "dL/db{layer} = delta{layer} summed over the batch and positions"),
         "conv_input": Rule("chain rule through a convolution: the full convolution of delta "
                            "(zero-dilated by the stride) with the kernel rotated by 180 degrees",
-                           "dL/d{wrt}: delta{layer} fully convolved with K{layer} "
+                           "dL/d{wrt}: delta{consumer} fully convolved with K{consumer} "
                            "rotated 180 degrees"),
     }
 
@@ -68,7 +68,7 @@ class Convolution(Op):
             yield Term(node.bias, ChannelSum(delta), "conv_bias")
         _, height, width = source.shape
         yield Term(source.name, Conv2dGradInput(delta, K, sh, sw, ph, pw, height, width),
-                   "conv_input")
+                   "conv_input", dict(consumer=node.layer))
 
 
 @register
