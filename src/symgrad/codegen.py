@@ -33,9 +33,9 @@ from pathlib import Path
 import sympy as sp
 
 from . import __version__, naming, ops
-from .ops import kernels
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
+from .ops import kernels
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
