@@ -35,7 +35,6 @@ import sympy as sp
 from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
-from .ops import kernels
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
@@ -265,9 +264,12 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
 
 def _kernel_sources(helpers: set[str]) -> list[str]:
     """The source of each array kernel the printed steps call, dependencies first."""
-    order = dict.fromkeys(name for names in kernels.HELPERS.values() for name in names)
-    return [inspect.getsource(getattr(kernels, name)).rstrip() for name in order
-            if name in helpers]
+    sources = []
+    for module in ops.kernel_modules():
+        order = dict.fromkeys(name for names in module.HELPERS.values() for name in names)
+        sources += [inspect.getsource(getattr(module, name)).rstrip() for name in order
+                    if name in helpers]
+    return sources
 
 
 def _architecture(spec: NetworkSpec) -> str:

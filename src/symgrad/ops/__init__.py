@@ -4,7 +4,8 @@ Importing this package registers every row; see :mod:`symgrad.ops.registry`.
 """
 
 from . import activation, convolution, dense, inputs, loss  # noqa: F401  (each module registers its rows)
+from .arrays import ArrayOp, Part, kernel_modules, register_kernels
 from .registry import MissingRule, Op, Rule, Term, kinds, register, register_rules, row, rule, rules
 
-__all__ = ["MissingRule", "Op", "Rule", "Term", "kinds", "register", "register_rules", "row",
+__all__ = ["ArrayOp", "Part", "kernel_modules", "register_kernels", "MissingRule", "Op", "Rule", "Term", "kinds", "register", "register_rules", "row",
            "rule", "rules"]

@@ -48,45 +48,21 @@ import numpy as np
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
-from .kernels import HELPERS
+from . import kernels
+from .arrays import ArrayOp as BaseArrayOp
+from .arrays import lookup as _lookup
+from .arrays import register_kernels
+
+register_kernels(kernels)
 
 __all__ = ["ArrayOp", "Conv2d", "Conv2dGradInput", "Conv2dGradKernel", "ChannelSum",
            "MaxPool2d", "MaxPool2dGrad", "AvgPool2d", "AvgPool2dGrad", "Flatten", "Unflatten"]
 
 
-class ArrayOp(sp.Function):
-    """Base of the array operations: ``arrays`` leading array arguments, then integers."""
+class ArrayOp(BaseArrayOp):
+    """Base of the convolution family: its NumPy views call :mod:`symgrad.ops.kernels`."""
 
-    arrays = 1
-
-    @property
-    def precedence(self) -> int:
-        """How tightly the LaTeX view binds: a function call unless a class says otherwise."""
-        return PRECEDENCE["Func"]
-
-    @property
-    def hyper(self) -> tuple[int, ...]:
-        """The integer hyper-parameters, as Python ints."""
-        return tuple(int(a) for a in self.args[self.arrays:])
-
-    def scalar_at(self, values) -> np.ndarray:
-        """The scalar form with each array symbol replaced by ``values[symbol]``."""
-        arrays = [_lookup(values, a) for a in self.args[:self.arrays]]
-        return type(self).scalar(*arrays, *self.hyper)
-
-    def shape_at(self, shapes) -> tuple:
-        """The output shape given ``shapes[symbol]`` for each array argument."""
-        arrays = [_lookup(shapes, a) for a in self.args[:self.arrays]]
-        return type(self).shape(*arrays, *self.hyper)
-
-    def _call(self, printer, *parts, arrays=None) -> str:
-        """``helper(arrays..., parts...)``, recording the helpers in ``printer.helpers``."""
-        helpers = getattr(printer, "helpers", None)
-        if isinstance(helpers, set):
-            helpers.update(HELPERS[type(self).__name__])
-        if arrays is None:
-            arrays = [printer._print(a) for a in self.args[:self.arrays]]
-        return f"{HELPERS[type(self).__name__][-1]}({', '.join(list(arrays) + list(parts))})"
+    kernels = kernels
 
 
 # ---------------------------------------------------------------- convolution
@@ -485,11 +461,6 @@ class Unflatten(ArrayOp):
 
 
 # ---------------------------------------------------------------- internals
-
-
-def _lookup(table, symbol):
-    """``table[symbol]``, or ``table[symbol.name]``."""
-    return table[symbol] if symbol in table else table[symbol.name]
 
 
 def _no_bias(b) -> bool:
