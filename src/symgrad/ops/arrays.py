@@ -86,6 +86,7 @@ class Part(sp.Function):
     """Entry ``i`` of a step whose value is a tuple of arrays: ``Part(tape, i)``."""
 
     nargs = 2
+    view = True  # indexing a tuple: the memory plan treats it as the tuple's storage
 
     def _numpycode(self, printer) -> str:
         return f"{printer._print(self.args[0])}[{int(self.args[1])}]"
