@@ -167,3 +167,4 @@ def test_kernel_and_input_gradient_text_in_generated_code():
     assert "# (18) dL/da2: delta3 fully convolved with K3 rotated 180 degrees" in source
     assert "import" not in source.replace("import numpy as np", "").split('"""', 2)[2] \
         .split("def _main")[0]
+

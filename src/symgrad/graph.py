@@ -88,7 +88,9 @@ def build_graph(spec: NetworkSpec) -> Graph:
     dims = tuple(spec.input_shape or ())
     nodes = [Node(naming.INPUT, "input", size=spec.n_inputs, dims=dims if len(dims) > 1 else ())]
     aliases = {INPUT: naming.INPUT}
-    if len(spec.inputs) > 1:
+    if len(spec.inputs) == 1:
+        aliases[spec.inputs[0][0]] = naming.INPUT  # one group: the whole of X
+    else:
         start = 0
         for group, size in spec.inputs:
             name = naming.input_group(group)

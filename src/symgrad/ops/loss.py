@@ -5,7 +5,9 @@ and the output activation simplify together (sigmoid with cross-entropy,
 softmax with cross-entropy: ``delta = P - T``) the term goes straight to the
 output layer's pre-activation and the activation sends nothing.  The loss
 also carries a stable form for code: log-softmax by a max-shifted
-log-sum-exp, binary cross-entropy from the logits.
+log-sum-exp, binary cross-entropy from the logits.  Proof obligation:
+``tests/test_derive_proof.py`` (the assembled gradient against ``sympy.diff``
+of the scalar loss, for every loss kind) and ``tests/test_primitives.py``.
 """
 
 from __future__ import annotations
