@@ -12,15 +12,46 @@ differences (:func:`check_gradient`).
 ['dL_da2', 'delta2']
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
-from .codegen import generate_module_source, load_module, write_module
-from .derive import Derivation, Step, derive
-from .gradcheck import check_gradient
-from .spec import Network, NetworkSpec, SpecError, load_spec, loads_spec
+#: Public names and the module each lives in: imported on first use (PEP 562), so that
+#: ``symgrad --help`` does not pay for SymPy.
+_EXPORTS = {
+    "generate_module_source": "codegen", "load_module": "codegen", "write_module": "codegen",
+    "Derivation": "derive", "Step": "derive", "derive": "derive",
+    "check_gradient": "gradcheck",
+    "Network": "spec", "NetworkSpec": "spec", "SpecError": "spec", "load_spec": "spec",
+    "loads_spec": "spec",
+    "BadInput": "errors",
+}
 
-__all__ = [
-    "Derivation", "Network", "NetworkSpec", "SpecError", "Step", "check_gradient", "derive",
-    "generate_module_source", "load_module", "load_spec", "loads_spec",
-    "write_module",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'symgrad' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``symgrad.derive`` the function when the submodule of that name is imported."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable through sys.modules
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

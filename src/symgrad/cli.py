@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
+from .errors import BadInput
 from .fileio import printable, write_atomically
-from .spec import SpecError
 
 #: Subcommands implemented in their own modules: name -> (module, help).
 SUBCOMMANDS = {
@@ -38,7 +38,7 @@ EXIT_OK, EXIT_WRONG, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_ENTRIES, DEFAULT_DIRECTIONS, DEFAULT_TIMEOUT = 32, 4, 600.0
 
 
-class UsageError(Exception):
+class UsageError(BadInput):
     """Bad input found by a command: reported in one line, exit code 2."""
 
 
@@ -150,7 +150,7 @@ def user_code(label: str, timeout: float | None = None,
             yield
     except _TimeLimit:
         raise UsageError(f"{label}: did not finish within --timeout {timeout:g} s") from None
-    except (KeyboardInterrupt, UsageError, SpecError) + passthrough:
+    except (KeyboardInterrupt, BadInput) + passthrough:
         raise
     except SystemExit as exc:
         raise UsageError(f"{label}: exited (SystemExit: {exc.code!r}) instead of returning") \
@@ -263,6 +263,8 @@ def cmd_generate(args) -> int:
     from .codegen import generate_module_source, load_module
     from .spec import load_spec
 
+    if args.json and not args.check:
+        raise UsageError("--json: reports the gradient check, so it needs --check")
     if args.output:
         check_output_path(args.output, (args.spec,))
     spec = load_spec(args.spec)
@@ -342,67 +344,74 @@ def _report(module, args, *, label: str = "generated module") -> int:
     return EXIT_OK if report.passed else EXIT_WRONG
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; a subcommand in its own module is imported only when ``argv`` names it."""
     parser = Parser(
         prog="symgrad",
         description="Symbolic backpropagation: derive, print and generate gradient code.")
     parser.add_argument("--version", action="version", version=f"symgrad {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    derive = commands.add_parser("derive", help="print the backpropagation derivation")
+    derive = commands.add_parser(
+        "derive", help="print the backpropagation derivation",
+        description="Derive dL/dW for every parameter of the network by the chain rule, "
+                    "layer by layer, and print the numbered steps.")
     derive.add_argument("spec", help="a network spec (.toml)")
-    derive.add_argument("--format", choices=["text", "latex", "markdown"], default="text")
+    derive.add_argument("--format", choices=["text", "latex", "markdown"], default="text",
+                        help="text for a terminal (default), a LaTeX document, or Markdown "
+                             "with $$ math")
     derive.add_argument("--per-weight", action="store_true",
                         help="also derive dL/dw for every single weight (small networks)")
     derive.add_argument("-o", "--output", help="write to this file instead of stdout")
     derive.set_defaults(run=cmd_derive)
 
-    generate = commands.add_parser("generate", help="generate a standalone NumPy module")
+    generate = commands.add_parser(
+        "generate", help="generate a standalone NumPy module",
+        description="Write one Python file, needing only NumPy, with forward, loss_and_grad, "
+                    "train and update for the network; optionally check its gradient first.")
     generate.add_argument("spec", help="a network spec (.toml)")
     generate.add_argument("-o", "--output", help="write to this file instead of stdout")
-    generate.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    generate.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                          help="the floating-point type of the module's arrays (default float64)")
     generate.add_argument("--check", action="store_true",
                           help="check the gradient against finite differences first")
-    generate.add_argument("--json", action="store_true", help="the check's report as JSON")
+    generate.add_argument("--json", action="store_true",
+                          help="with --check: print the check's report as JSON")
     add_check_options(generate, problem=False)
     generate.set_defaults(run=cmd_generate)
 
-    check = commands.add_parser("check", help="check a module's gradient by finite differences")
+    check = commands.add_parser(
+        "check", help="check a module's gradient by finite differences",
+        description="Compare loss_and_grad of a generated (or spec's) module with finite "
+                    "differences: a sample of entries per parameter plus random directions.")
     check.add_argument("target", help="a spec (.toml) or a generated module (.py)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     add_check_options(check)
     check.set_defaults(run=cmd_check)
 
+    args = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in args if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name != chosen:
+            continue  # its options are read only when it runs
+        module = importlib.import_module(module_name)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
         return args.run(args)
-    except (SpecError, UsageError) as exc:
+    except BadInput as exc:
         print(f"symgrad: {printable(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, KeyError) as exc:
-        if type(exc).__name__ in ("TaskError", "ExpressionError", "UnknownPrimitive",
-                                  "PerWeightError", "VerifyInputError"):
-            print(f"symgrad: {printable(exc)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
     except BrokenPipeError:  # pragma: no cover - `symgrad derive ... | head`
         return EXIT_OK
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 import sympy as sp
 
+from .errors import BadInput
 from .symbolic import TooCostly, budget
 
 MAX_LENGTH = 2000
@@ -67,7 +68,7 @@ CONSTANTS = {"pi": sp.pi, "e": sp.E}
 _NOT_FINITE = (sp.S.ComplexInfinity, sp.S.NaN, sp.S.Infinity, sp.S.NegativeInfinity)
 
 
-class ExpressionError(ValueError):
+class ExpressionError(BadInput):
     """A custom expression that is malformed or uses something not allowed."""
 
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 import sympy as sp
 
+from .errors import BadInput
 from .exprparse import ExpressionError
 from .symbolic import TooCostly, bounded, budget
 
@@ -38,7 +39,7 @@ t = sp.Symbol("t", real=True)
 K = sp.Symbol("K", positive=True, integer=True)  # number of outputs
 
 
-class UnknownPrimitive(KeyError):
+class UnknownPrimitive(KeyError, BadInput):
     """An activation or loss name that symgrad does not know."""
 
     def __init__(self, kind: str, name: str, known: list[str]):

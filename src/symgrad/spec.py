@@ -61,6 +61,7 @@ from typing import Any
 import sympy as sp
 
 from . import primitives
+from .errors import BadInput
 from .exprparse import ExpressionError, parse_expression
 
 try:
@@ -79,7 +80,7 @@ def _printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], str(text))
 
 
-class SpecError(ValueError):
+class SpecError(BadInput):
     """A bad network description: one line naming file, line and field.
 
     User-provided text is rendered with control characters escaped, so the

@@ -57,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import BadInput
+
 __all__ = [
     "REGISTRY",
     "RELATIONSHIPS",
@@ -72,7 +74,7 @@ __all__ = [
 ]
 
 
-class TaskError(ValueError):
+class TaskError(BadInput):
     """A task name, task file or task array that cannot be used."""
 
 

@@ -68,6 +68,7 @@ import sympy as sp
 
 from . import naming, primitives
 from .diagnose import Diagnosis, diagnose
+from .errors import BadInput
 
 __all__ = ["VerifyInputError", "VerifyReport", "ParamVerdict", "verify_gradient",
            "load_grad_function", "add_arguments", "run"]
@@ -76,7 +77,7 @@ KINK_MARGIN = 1e-3
 _KINKY = (sp.Piecewise, sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign)
 
 
-class VerifyInputError(ValueError):
+class VerifyInputError(BadInput):
     """Bad input to verify: one line, no traceback (exit code 2)."""
 
 
