@@ -2,7 +2,7 @@
 
 Spec:    examples/lenet_digits.toml
 Command: symgrad generate examples/lenet_digits.toml -o generated/lenet_digits.py
-Network: 1x8x8-conv 8@3x3-maxpool 2x2-conv 16@3x3-maxpool 2x2-flatten-10 (relu, relu, softmax); loss cross_entropy, reduction mean
+Network: 1x8x8-conv 16@5x5-maxpool 2x2-conv 32@3x3-maxpool 2x2-flatten-10 (relu, relu, softmax); loss cross_entropy, reduction mean
 
 Data are batch-first: X has shape (N, 64), targets T shape (N, 10).
 Each row of X is one 1x8x8 (channels x height x width) image, flattened;
@@ -23,13 +23,16 @@ INPUT_SHAPE = (1, 8, 8)
 CLASSES = True
 
 PARAM_SHAPES = {
-    "K1": (8, 1, 3, 3),
-    "b1": (8,),
-    "K3": (16, 8, 3, 3),
-    "b3": (16,),
-    "W6": (10, 64),
+    "K1": (16, 1, 5, 5),
+    "b1": (16,),
+    "K3": (32, 16, 3, 3),
+    "b3": (32,),
+    "W6": (10, 128),
     "b6": (10,),
 }
+
+#: lambda in the loss term (lambda / 2) * sum of squared weights.
+WEIGHT_DECAY = 0.001
 
 #: Training defaults from the spec's [training] table.
 TRAINING = {
@@ -138,7 +141,7 @@ def init_params(seed=0, dtype=DTYPE):
     rng = np.random.default_rng(seed)
     params = {}
     shape = PARAM_SHAPES["K1"]
-    fan_out, fan_in = shape[0] * 9, shape[1] * 9
+    fan_out, fan_in = shape[0] * 25, shape[1] * 25
     limit = np.sqrt(6 / fan_in)
     params["K1"] = rng.uniform(-limit, limit, shape).astype(dtype)
     params["b1"] = np.zeros(shape[0], dtype=dtype)
@@ -159,7 +162,7 @@ def forward(params, X):
     K1, b1, K3, b3, W6, b6 = (params["K1"], params["b1"], params["K3"], params["b3"], params["W6"], params["b6"])
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (channels, height, width) images
     # (1) layer 1: input cross-correlated with K1, plus bias
-    z1 = _conv2d(X, K1, b1, (1, 1), (1, 1))
+    z1 = _conv2d(X, K1, b1, (1, 1), (2, 2))
     # (2) layer 1: relu activation
     a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: max pooling
@@ -191,7 +194,7 @@ def loss(params, X, T):
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (channels, height, width) images
     n = X.shape[0]
     # (1) layer 1: input cross-correlated with K1, plus bias
-    z1 = _conv2d(X, K1, b1, (1, 1), (1, 1))
+    z1 = _conv2d(X, K1, b1, (1, 1), (2, 2))
     # (2) layer 1: relu activation
     a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: max pooling
@@ -208,7 +211,7 @@ def loss(params, X, T):
     z6 = a5 @ W6.T
     z6 += b6
     # (10) the loss
-    return float(-np.vdot(T, z6 - _logsumexp(z6))/n)
+    return float((1/2)*WEIGHT_DECAY*(np.vdot(K1, K1) + np.vdot(K3, K3) + np.vdot(W6, W6)) + -np.vdot(T, z6 - _logsumexp(z6))/n)
 
 
 def loss_and_grad(params, X, T):
@@ -218,7 +221,7 @@ def loss_and_grad(params, X, T):
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: input cross-correlated with K1, plus bias
-    z1 = _conv2d(X, K1, b1, (1, 1), (1, 1))
+    z1 = _conv2d(X, K1, b1, (1, 1), (2, 2))
     # (2) layer 1: relu activation
     a1 = np.maximum(z1, 0, out=z1)
     # (3) layer 2: max pooling
@@ -238,25 +241,26 @@ def loss_and_grad(params, X, T):
     log_a6 = z6 - _logsumexp(z6)
     a6 = np.exp(log_a6)
     # (10) the loss
-    loss = float(-np.vdot(T, log_a6)/n)
+    loss = float((1/2)*WEIGHT_DECAY*(np.vdot(K1, K1) + np.vdot(K3, K3) + np.vdot(W6, W6)) + -np.vdot(T, log_a6)/n)
     # Backward pass.
     # (11) delta6: softmax with cross-entropy gives p - t (lemma)
     delta6 = np.subtract(a6, T, out=a6)
     delta6 /= n
     # (12) dL/dW6 = delta6^T times the layer input, summed over the batch
     dL_dW6 = delta6.T @ a5
+    dL_dW6 += WEIGHT_DECAY * W6
     # (13) dL/db6 = delta6 summed over the batch
     dL_db6 = delta6.sum(axis=0)
     # (14) dL/da5: chain rule back through the next dense layer
     dL_da5 = delta6 @ W6
     # (15) dL/da4: the gradient row reshaped back to channels, rows, columns
-    dL_da4 = dL_da5.reshape(dL_da5.shape[0], 16, 2, 2)
+    dL_da4 = dL_da5.reshape(dL_da5.shape[0], 32, 2, 2)
     # (16) dL/da3: each gradient routed to the arg-max of its window
     dL_da3 = _maxpool2d_grad(dL_da4, a3, (2, 2), (2, 2))
     # (17) delta3: chain rule through relu, f' = Heaviside(a)
     delta3 = np.multiply(dL_da3, a3 > 0, out=dL_da3)
     # (18) dL/dK3 = input correlated with delta3, summed over the batch and positions
-    dL_dK3 = _conv2d_grad_kernel(a2, delta3, (1, 1), (1, 1), (3, 3))
+    dL_dK3 = K3*WEIGHT_DECAY + _conv2d_grad_kernel(a2, delta3, (1, 1), (1, 1), (3, 3))
     # (19) dL/db3 = delta3 summed over the batch and positions
     dL_db3 = _channel_sum(delta3)
     # (20) dL/da2: delta3 fully convolved with K3 rotated 180 degrees
@@ -266,7 +270,7 @@ def loss_and_grad(params, X, T):
     # (22) delta1: chain rule through relu, f' = Heaviside(a)
     delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)
     # (23) dL/dK1 = input correlated with delta1, summed over the batch and positions
-    dL_dK1 = _conv2d_grad_kernel(X, delta1, (1, 1), (1, 1), (3, 3))
+    dL_dK1 = K1*WEIGHT_DECAY + _conv2d_grad_kernel(X, delta1, (1, 1), (2, 2), (5, 5))
     # (24) dL/db1 = delta1 summed over the batch and positions
     dL_db1 = _channel_sum(delta1)
     return loss, {
