@@ -28,6 +28,8 @@ from .fileio import printable, write_atomically
 #: Subcommands implemented in their own modules: name -> (module, help).
 SUBCOMMANDS = {
     "verify": ("symgrad.verify", "compare a hand-written gradient with the derived one"),
+    "verify-layer": ("symgrad.verify_layer", "compare one layer's hand-written backward with "
+                     "its derived VJP"),
     "train": ("symgrad.train", "train a network from its spec on a task or data file"),
     "demo": ("symgrad.demo", "derive, generate, check and train the 1986 XOR network"),
 }
