@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: run the benchmark suite and write BENCHMARKS.md + plots.
+"""``python -m bench [--quick]``: run the benchmark suite and write bench/results/BENCHMARKS.md.
 
 Thread counts are pinned to 1 through environment variables, which must be set before
 numpy, torch or jax is first imported: that happens here, before any other import; if one
@@ -38,13 +38,15 @@ _set_thread_env()
 # ruff: noqa: E402  (imports below must follow the environment set-up above)
 import argparse
 import json
+import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-SECTIONS = ("runtime", "allcores", "derivation", "ttfg", "e2e")
+SECTIONS = ("runtime", "allcores", "conv", "derivation", "ttfg", "e2e")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 
 def _configure_libraries(pinned: bool) -> None:
@@ -108,15 +110,54 @@ def _worker(path: str, quick: bool) -> None:
         json.dump({"records": records, "machine": machine.collect()}, fh, default=_json_default)
 
 
+def _tuple_keys(obj):
+    """Undo _keys_to_str: "64x3" -> (64, 3)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            m = re.fullmatch(r"(\d+)x(\d+)", k) if isinstance(k, str) else None
+            out[(int(m[1]), int(m[2])) if m else k] = _tuple_keys(v)
+        return out
+    if isinstance(obj, list):
+        return [_tuple_keys(v) for v in obj]
+    return obj
+
+
+def _merge_earlier(results: dict, path: Path, only: list) -> None:
+    """A run of some sections keeps the others from the benchmarks.json it replaces, and
+    says which run each came from (BENCHMARKS.md prints it)."""
+    if not path.is_file():
+        return
+    try:
+        with open(path) as fh:
+            earlier = _tuple_keys(json.load(fh))
+    except (OSError, ValueError):
+        return
+    kept = [s for s in SECTIONS if s not in only and s in earlier]
+    if not kept:
+        return
+    m = earlier.get("machine", {})
+    provenance = dict(earlier.get("provenance", {}))
+    for s in kept:
+        results[s] = earlier[s]
+        results["section_seconds"][s] = earlier.get("section_seconds", {}).get(s, 0.0)
+        provenance.setdefault(s, {"date": m.get("date"), "git_commit": m.get("git_commit"),
+                                  "quick": earlier.get("quick")})
+    results["provenance"] = {s: provenance[s] for s in kept}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced suite, under two minutes")
-    parser.add_argument("--out", default=str(REPO_ROOT),
+    parser.add_argument("--out", default=str(RESULTS_DIR),
                         help="directory for BENCHMARKS.md, benchmarks.json and the PNG plots "
-                             "(default: the repository root)")
+                             "(default: bench/results)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-merge", action="store_true",
+                        help="with --only, do not keep the other sections of an existing "
+                             "benchmarks.json in --out")
     parser.add_argument(WORKER_FLAG, metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -124,7 +165,7 @@ def main(argv=None) -> int:
         _worker(args.allcores_worker, args.quick)
         return 0
 
-    from bench import derivation, e2e, machine, report, runtime, ttfg
+    from bench import conv, derivation, e2e, machine, report, runtime, ttfg
     from bench.settings import make_settings
 
     _configure_libraries(pinned=True)
@@ -139,6 +180,7 @@ def main(argv=None) -> int:
     steps = {
         "runtime": lambda: runtime.run_all(settings, log=_log),
         "allcores": lambda: _run_allcores_subprocess(args.quick),
+        "conv": lambda: conv.run(settings, log=_log),
         "derivation": lambda: derivation.run(settings, log=_log),
         "ttfg": lambda: ttfg.run(settings, log=_log),
         "e2e": lambda: e2e.run(settings, log=_log),
@@ -156,6 +198,8 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if set(only) != set(SECTIONS) and not args.no_merge:
+        _merge_earlier(results, out / "benchmarks.json", only)
     plots = [] if args.no_plots else report.make_plots(results, out)
     (out / "BENCHMARKS.md").write_text(report.render(results, plots))
     with open(out / "benchmarks.json", "w") as fh:

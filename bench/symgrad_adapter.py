@@ -4,6 +4,7 @@ Everything symgrad-specific the benchmarks need goes through these functions:
 
 * ``derive_source(net, dtype)``  - spec -> derivation + code generation -> source text
 * ``build_module(net, dtype)``   - the loaded generated module
+* ``module_from_toml(text, dtype)`` - the same from a spec's TOML (convolutional nets)
 * ``to_module_params`` / ``from_module_grads`` - convert between the harness layout
   (``Wk`` (units, fan_in), ``bk`` (units,)) and the generated module's ``PARAM_SHAPES``
 * ``make_stepper`` / ``train_epochs`` - the generated training step and ``train()``
@@ -101,6 +102,24 @@ def build_module(net: Network, dtype=np.float64):
     for attr in ("PARAM_SHAPES", "loss_and_grad", "loss", "forward"):
         if not hasattr(module, attr):
             raise SymgradUnavailable(f"generated module has no {attr}")
+    return module
+
+
+def module_from_toml(text: str, dtype=np.float64, name: str = "conv"):
+    """A spec's TOML text -> the loaded generated module (the convolution benchmark)."""
+    load_spec, generate_module_source, load_module = _api()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.toml")
+        with open(path, "w") as fh:
+            fh.write(text)
+        try:
+            spec = load_spec(path)
+            module = load_module(generate_module_source(spec, dtype=_dtype_name(dtype)))
+        except Exception as exc:
+            raise SymgradUnavailable(f"symgrad failed on {name}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, "loss_and_grad"):
+        raise SymgradUnavailable("generated module has no loss_and_grad")
     return module
 
 
