@@ -808,6 +808,11 @@ def _call(fn: Callable, label: str, args: list, returns: list[str], values: dict
     except Exception as exc:
         from pathlib import Path
 
+        if isinstance(exc, TypeError) and exc.__traceback__ is not None and \
+                exc.__traceback__.tb_next is None:  # the call itself: the arguments do not fit
+            names = ",".join(a if isinstance(a, str) else f"({','.join(a)})" for a in args)
+            raise VerifyInputError(f"{label} cannot be called with the arguments {names}: "
+                                   f"{exc}; name them with --args") from None
         path = Path(label.rpartition(":")[0]) if ":" in label else None
         raise VerifyInputError(f"{label} raised {_describe(exc, path)}") from None
     if isinstance(out, Mapping):
