@@ -270,3 +270,26 @@ def test_planted_messages_are_specific():
     assert "only row 2 differs (unit 2); there it is sign-flipped" in out["W1"][0].message
     out = diagnose(ref, _backward(p, X, T, bug="mean_not_sum")[0], batch_size=6)
     assert "N=6" in out["W1"][0].message
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+@pytest.mark.parametrize("factor, text", [(6.0, "N=6 times"), (1 / 6, "divided by N=6"),
+                                          (2.0, "twice")])
+def test_data_term_scaled_beside_weight_decay_is_named(factor, text):
+    """A mean loss with weight decay whose data term misses 1/N (or has it twice)."""
+    lam = 0.1
+    p, X, T = _net(0, n=6)
+    data, _ = _backward(p, X, T)  # the data term, summed over the batch
+    ref = {k: v / 6 + (lam * p[k] if k.startswith("W") else 0) for k, v in data.items()}
+    got = {k: factor * v / 6 + (lam * p[k] if k.startswith("W") else 0)
+           for k, v in data.items()}
+    out = diagnose(ref, got, batch_size=6, context={"params": p, "weight_decay": lam})
+    for name in ("W1", "W2"):
+        assert out[name][0].code == "scaled", out[name][0].message
+        assert "data term" in out[name][0].message and text in out[name][0].message
+    # the decay term alone wrong is still weight decay, not a scaled data term
+    wrong_decay = {k: v + (lam * p[k] if k.startswith("W") else 0) for k, v in ref.items()}
+    out = diagnose(ref, wrong_decay, batch_size=6, context={"params": p, "weight_decay": lam})
+    assert out["W1"][0].code == "weight_decay_extra"

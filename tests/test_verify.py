@@ -228,13 +228,18 @@ def test_report_text_and_batch_sizes():
     def mean_instead_of_sum(params, X, T):
         return {k: v / len(X) for k, v in module.loss_and_grad(params, X, T)[1].items()}
 
-    report = verify_gradient(spec, mean_instead_of_sum, points=2, batch_sizes=(1, 4))
+    report = verify_gradient(spec, mean_instead_of_sum, points=2, batch_sizes=(1, 3, 4))
     assert not report.passed
-    # right at N=1, wrong at N=4: a mean instead of a sum over the batch
-    assert report["W2"].failed_evaluations == 2 and report["W2"].evaluations == 4
+    # right at N=1, wrong at N=3 and 4: a mean instead of a sum over the batch
+    assert report["W2"].failed_evaluations == 4 and report["W2"].evaluations == 6
     assert report["W2"].diagnoses[0].code == "scaled"
     assert "N=4" in report["W2"].diagnoses[0].message
-    assert "2/4 evaluations" in str(report)
+    assert "4/6 evaluations" in str(report)
+    # wrong at one batch size only: the fit is not confirmed, so no mistake is named
+    once = verify_gradient(spec, mean_instead_of_sum, points=2, batch_sizes=(1, 4))
+    assert once["W2"].diagnoses[0].code == "unknown"
+    assert "no known pattern" in once["W2"].diagnoses[0].message
+    assert "not at two batch sizes" in once["W2"].diagnoses[0].message
     with pytest.raises(VerifyInputError):
         verify_gradient(spec, mean_instead_of_sum, batch_sizes=(0,))
 
@@ -325,3 +330,55 @@ def _mutants_on_path():
     sys.path.insert(0, str(RELU_GRAD.parent))
     yield
     sys.path.remove(str(RELU_GRAD.parent))
+
+
+# --------------------------------------------------------------------------- diagnosis regressions
+
+
+def test_one_entry_fit_does_not_name_a_mistake():
+    """b2 has one entry: any value 'fits' a scaled gradient there."""
+    spec = Network("one", inputs=3).dense(4, "tanh").dense(1, "sigmoid").loss("sse").build()
+    module, _ = _reference(derive(spec))
+    name = "b2"
+
+    def offset(params, X, T):
+        g = module.loss_and_grad(params, X, T)[1]
+        g[name] = g[name] + 0.3  # not a constant factor: the ratio changes every time
+        return g
+
+    for sizes in [(1,), (1, 3, 5)]:
+        report = verify_gradient(spec, offset, batch_sizes=sizes)
+        assert report.failed == [name]
+        assert report[name].diagnoses[0].code == "unknown", report[name].diagnoses
+        assert "no known pattern" in report[name].diagnoses[0].message
+
+    def halved(params, X, T):  # the same factor at every evaluation: independent evidence
+        g = module.loss_and_grad(params, X, T)[1]
+        g[name] = g[name] / 2
+        return g
+
+    assert verify_gradient(spec, halved)[name].diagnoses[0].code == "scaled"
+    assert verify_gradient(spec, halved, batch_sizes=(1,))[name].diagnoses[0].code == "unknown"
+
+
+def test_message_and_mask_come_from_the_same_data():
+    """Each call gets one row wrong, a different one per batch: the message names the mask's rows."""
+    spec = load_spec(CLF_SPEC)
+    module, _ = _reference(derive(spec))
+    calls = []
+
+    def one_row(params, X, T):
+        g = module.loss_and_grad(params, X, T)[1]
+        row = len(calls) % 2
+        calls.append(row)
+        g["W1"] = g["W1"].copy()
+        g["W1"][row] *= 3.0
+        return g
+
+    report = verify_gradient(spec, one_row, points=3)
+    verdict = report["W1"]
+    rows = sorted(int(i) for i in np.nonzero(verdict.mismatch.any(axis=1))[0])
+    assert rows == [0, 1]
+    message = verdict.diagnoses[0].message
+    assert "only rows 0, 1 differ" in message, message
+    assert verdict.diagnoses[0].detail["rows"] == rows

@@ -23,7 +23,8 @@ before them has matched.  To add a pattern, append a row with
 Codes: ``nan_inf``, ``zero``, caller-supplied alternatives (``wrong_point``,
 ``wrong_activation_derivative``, ...), ``transposed``, ``sign_flipped``,
 ``swapped``, ``bias_not_summed``, ``weight_decay_missing``,
-``weight_decay_extra``, ``weight_decay_wrong``, ``scaled``, ``partial``,
+``weight_decay_extra``, ``weight_decay_wrong``, ``scaled`` (of the whole gradient, or
+of the data term alone when a weight decay term is present), ``partial``,
 ``shape``, ``unknown``.
 
 ``context`` (all keys optional):
@@ -345,6 +346,29 @@ def _weight_decay(c: Case):
     return {"code": "weight_decay_extra",
             "how": f"an extra weight decay term {k:.6g}*W is added (the loss has none)",
             "k": k}
+
+
+@hypothesis("scaled", "{name}: the data term is {what}; the weight decay term lambda*W is"
+                      " right")
+def _data_scaled(c: Case):
+    """got - lambda W == k (expected - lambda W): the data term alone scaled (x N, x 1/N, ...)."""
+    w = (c.context.get("params") or {}).get(c.name)
+    lam = c.context.get("weight_decay")
+    if isinstance(lam, dict):
+        lam = lam.get(c.name)
+    if w is None or not lam or not c.same_shape:
+        return None
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != c.e.shape or w.size < 2:
+        return None
+    data_e, data_g = c.e - lam * w, c.g - lam * w
+    sub = Case(c.name, data_e, data_g, {}, {}, c.batch_size, c.context, c.rtol)
+    k = sub.fit(data_e)
+    if k is None or _isclose(k, 1, 10 * c.rtol):
+        return None
+    what = "sign-flipped" if _isclose(k, -1, 1e-3) else \
+        _factor_name(k, c.batch_size, max(1e-3, 10 * c.rtol))
+    return {"what": what, "factor": k}
 
 
 def _factor_name(k: float, n: int | None, tol: float) -> str:

@@ -659,7 +659,7 @@ def _close(x: np.ndarray, y: np.ndarray, rtol: float) -> bool:
 
 
 def verify_gradient(spec, grad_fn: Callable, *, points: int = 3,
-                    batch_sizes: tuple[int, ...] = (1, 5), seed: int = 0,
+                    batch_sizes: tuple[int, ...] = (1, 3, 5), seed: int = 0,
                     rtol: float | None = None, label: str | None = None) -> VerifyReport:
     """Compare ``grad_fn(params, X, T) -> {name: array}`` with the derived gradient.
 
@@ -718,7 +718,7 @@ def verify_gradient(spec, grad_fn: Callable, *, points: int = 3,
                      "200 draws; a mismatch there may be a subgradient choice")
     rtol_used = user_rtol if user_rtol is not None else 1e-6
     for name, verdict in verdicts.items():
-        verdict.diagnoses = _choose(found[name])
+        verdict.diagnoses = _choose(found[name], verdict)
     report = VerifyReport(derivation.spec.name, label, points, batch_sizes, seed, rtol_used,
                           verdicts, notes)
     shape_errors = [v for v in verdicts.values() if v.shape_error]
@@ -837,17 +837,70 @@ def _tidy(diagnoses: list[Diagnosis], context: dict) -> list[Diagnosis]:
 
 
 _WEAK = ("partial", "unknown", "shape")
+#: Findings that name themselves: no fit, nothing to confirm at another batch size.
+_ALWAYS = ("nan_inf", "zero", "missing")
+#: Findings with a fitted constant: any one entry fits them, so they need more.
+_FITTED = ("scaled", "transposed", "weight_decay_missing", "weight_decay_extra",
+           "weight_decay_wrong")
+#: Wrong entries a finding with a fitted constant must explain (two for an exact one).
+MIN_ENTRIES = 3
 
 
-def _choose(found: list[tuple[int, list[Diagnosis]]]) -> list[Diagnosis]:
-    """The diagnoses to report: the finding most evaluations agree on, larger batches first."""
+def _choose(found: list[tuple[int, list[Diagnosis]]],
+            verdict: ParamVerdict | None = None) -> list[Diagnosis]:
+    """The diagnoses to report, or a mask-based "no known pattern".
+
+    A named mistake must be found at every failing evaluation, at two batch
+    sizes at least, and explain enough wrong entries (:data:`MIN_ENTRIES` for a
+    fitted constant, two otherwise); NaN/inf, zero and missing name themselves.
+    Otherwise the finding is described from ``verdict``'s mask, the same data
+    the report's picture shows.
+    """
     if not found:
         return []
+    sizes: dict[str, set[int]] = {}
+    count: dict[str, int] = {}
+    for n, diagnoses in found:
+        for code in {d.code for d in diagnoses}:
+            sizes.setdefault(code, set()).add(n)
+            count[code] = count.get(code, 0) + 1
+    ranked = sorted(found, key=lambda item: -item[0])  # larger batches say more
+    for _, diagnoses in ranked:
+        for d in diagnoses:
+            if d.code in _ALWAYS:
+                return [d]
+    if verdict is None or verdict.shape_error or verdict.mismatch is None:
+        return _choose_by_tally(found)
+    wrong = verdict.n_wrong
+
+    same: dict[tuple[str, str], int] = {}
+    for _, diagnoses in found:
+        for d in diagnoses:
+            same[(d.code, d.message)] = same.get((d.code, d.message), 0) + 1
+
+    def qualifies(code: str) -> bool:
+        if code in _WEAK or count.get(code, 0) < len(found) or len(sizes[code]) < 2:
+            return False
+        # independent entries: the wrong ones at every evaluation; one wrong entry
+        # counts once per evaluation only where the finding (its constant) repeats
+        evidence = wrong * count[code] if wrong > 1 else \
+            max(k for (c, _), k in same.items() if c == code)
+        return evidence >= (MIN_ENTRIES if code in _FITTED else 2)
+
+    for _, diagnoses in ranked:
+        chosen = [d for d in diagnoses if qualifies(d.code)]
+        if chosen:
+            return chosen
+    candidates = sorted({d.code for _, ds in found for d in ds} - set(_WEAK))
+    return [_from_mask(verdict, candidates, {n for n, _ in found})]
+
+
+def _choose_by_tally(found: list[tuple[int, list[Diagnosis]]]) -> list[Diagnosis]:
+    """The finding most evaluations agree on, larger batches first (shape errors)."""
     tally: dict[str, int] = {}
     for _, diagnoses in found:
         for code in {d.code for d in diagnoses}:
             tally[code] = tally.get(code, 0) + 1
-    ranked = sorted(found, key=lambda item: -item[0])  # larger batches say more
 
     def score(item):
         diagnoses = item[1]
@@ -856,8 +909,46 @@ def _choose(found: list[tuple[int, list[Diagnosis]]]) -> list[Diagnosis]:
         top = diagnoses[0].code
         return (0 if top in _WEAK else 1, tally.get(top, 0))
 
-    best = max(ranked, key=score)
-    return best[1]
+    return max(sorted(found, key=lambda item: -item[0]), key=score)[1]
+
+
+def _from_mask(verdict: ParamVerdict, candidates: list[str], sizes: set[int]) -> Diagnosis:
+    """"No known pattern", worded from the verdict's mask (what the picture shows)."""
+    from .diagnose import _idx, _lines
+
+    bad = verdict.mismatch | verdict.nonfinite
+    total = int(bad.size)
+    name = verdict.name
+    if bad.all() or bad.ndim == 0:
+        where = f"all {total} entries are wrong"
+        info: dict[str, Any] = {"wrong": total}
+    elif bad.ndim == 1:
+        ids = [int(i) for i in np.nonzero(bad)[0]]
+        where = _lines("entry", ids, "unit").replace("entrys", "entries")
+        info = {"entries": ids}
+    else:
+        b2 = bad.reshape(bad.shape[0], -1)
+        rows = [int(i) for i in np.nonzero(b2.any(axis=1))[0]]
+        cols = [int(j) for j in np.nonzero(b2.any(axis=0))[0]]
+        idx = np.argwhere(bad)
+        if len(idx) <= 4:
+            where = f"only entr{'y' if len(idx) == 1 else 'ies'} " + \
+                ", ".join(_idx(i) for i in idx) + (" differs" if len(idx) == 1 else " differ")
+            info = {"entries": [tuple(int(j) for j in i) for i in idx]}
+        elif len(rows) < b2.shape[0]:
+            where, info = _lines("row", rows, "unit"), {"rows": rows}
+        elif len(cols) < b2.shape[1]:
+            where, info = _lines("column", cols, "input"), {"columns": cols}
+        else:
+            where, info = f"{int(bad.sum())} of {total} entries are wrong", {}
+    text = f"{name}: no known pattern; {where} (at one evaluation at least)"
+    if candidates:
+        why = "at two batch sizes" if len(sizes) < 2 else f"on enough entries ({verdict.n_wrong} wrong)" \
+            if verdict.n_wrong < MIN_ENTRIES else "at every failing evaluation"
+        text += f"; {', '.join(candidates)} fit{'s' if len(candidates) == 1 else ''} " \
+                f"some evaluations but not {why}"
+    code = "unknown" if bad.all() else "partial"
+    return Diagnosis(code, text, {"wrong": int(bad.sum()), **info, "candidates": candidates})
 
 
 # --------------------------------------------------------------------------- command line
@@ -874,8 +965,9 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--points", type=int_at_least(1, 10_000), default=3,
                         help="random points per batch size")
-    parser.add_argument("--batch-sizes", default="1,5",
-                        help="comma-separated batch sizes (default 1,5)")
+    parser.add_argument("--batch-sizes", default="1,3,5",
+                        help="comma-separated batch sizes (default 1,3,5; a mistake is "
+                             "named only when it fits at two)")
     parser.add_argument("--seed", type=seed_type, default=0)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
