@@ -19,8 +19,15 @@ from __future__ import annotations
 import sympy as sp
 
 from .. import naming
-from .norm import AxisSum, DropoutMask, Embedding, EmbeddingGrad, Mean, NormGradInput
-from .norm import closed_form_proof
+from .norm import (
+    AxisSum,
+    DropoutMask,
+    Embedding,
+    EmbeddingGrad,
+    Mean,
+    NormGradInput,
+    closed_form_proof,
+)
 from .registry import Op, Rule, Term, register
 
 
