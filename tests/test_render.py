@@ -139,7 +139,8 @@ def test_document_content():
 
 def test_softmax_skip_and_decay_content():
     softmax = render_latex(derive(built_specs()["softmax"]))
-    assert "Lemma" in softmax and "simplifies to $p_1 - t_1$" in softmax
+    assert "Lemma" in softmax and "Proof" in softmax and "= p_i - t_i" in softmax
+    assert "confirms it" in softmax  # SymPy's check, as a side remark
     assert r"\frac{1}{N} \left(A^{(2)} - T\right)" in softmax
     assert r"\lambda W^{(2)}" in softmax and r"\frac{\lambda}{2}" in softmax
     skip = render_latex(derive(built_specs()["skip"]))
@@ -178,6 +179,7 @@ def test_text():
     assert "\\" not in text  # no LaTeX in the terminal view
     with_weights = render_text(d, per_weight=xor_per_weight(built_specs()["xor"]))
     assert "Every weight, in scalars" in with_weights and "dL/dW1[01]" in with_weights
+    assert "dL/db1[0] =" in with_weights and "dL/db1[00]" not in with_weights
 
 
 def test_printer_pieces():

@@ -35,8 +35,9 @@ from .symbolic import Total
 #: Symbols that stand for scalars even in array mode.
 SCALARS = {naming.BATCH, naming.DECAY, "K"}
 
-_LAYERED = re.compile(r"(log_a|delta|z|a|W|b)(\d+)")
-_ENTRY_HEAD = {"delta": r"\delta", "z": "z", "a": "a", "W": "w", "b": "b", "log_a": r"\log a"}
+_LAYERED = re.compile(r"(log_a|delta|z|a|W|K|b)(\d+)")
+_ENTRY_HEAD = {"delta": r"\delta", "z": "z", "a": "a", "W": "w", "K": "k", "b": "b",
+               "log_a": r"\log a"}
 
 
 _LATEX_SPECIALS = {"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$", "{": r"\{",
@@ -236,6 +237,11 @@ class DerivationLatexPrinter(LatexPrinter):
         symbols = sorted((s for s in arg.free_symbols if s.name not in SCALARS),
                          key=lambda s: s.name)
         weights = [s for s in symbols if s.name.startswith("W")]
+        kernels = [s for s in symbols if re.fullmatch(r"K\d+", s.name)]
+        if kernels and len(kernels) == len(symbols):  # every entry of a kernel array
+            scalar = arg.xreplace({s: sp.Symbol(entry(s.name, "f,c,u,v")) for s in symbols})
+            inner = DerivationLatexPrinter(arrays=False, names=self.names).doprint(scalar)
+            return rf"\sum_{{f,c,u,v}} {inner}"
         if weights and len(weights) == len(symbols):
             rows, cols = self.sizes.get(weights[0].name, ("", ""))
             sums = [("j", rows), ("i", cols)]
@@ -270,8 +276,28 @@ class DerivationLatexPrinter(LatexPrinter):
         return rf"\operatorname{{softplus}}\left({self._print(expr.args[0])}\right)"
 
     def _print_Heaviside(self, expr, exp=None):
-        text = rf"H\left({self._print(expr.args[0])}\right)"
+        """The unit step as an Iverson bracket, ``[z > 0]``: 0 at the kink, as in the code.
+
+        SymPy's own ``Heaviside`` is 1/2 at 0; the derivation and the generated code take
+        the one-sided value 0 there (``np.heaviside(z, 0)``), which the bracket states.
+        """
+        text = rf"\left[{self._print(expr.args[0])} > 0\right]"
         return f"{text}^{{{exp}}}" if exp else text
+
+
+#: A function name directly before ``\left(``: TeX would set a thin space between them.
+_FUNCTION_PAREN = re.compile(
+    r"(\\(?:max|min|log|exp|tanh|sinh|cosh|sin|cos|arctan|sigma|operatorname\{[^{}]*\})"
+    r"(?:\^\{[^{}]*\}|_\{[^{}]*\}|'){0,3})\s*\\left\(")
+
+
+def tighten(text: str) -> str:
+    r"""No gap between a function's name and its ``\left(``: ``\max\mathopen{}\left(``.
+
+    >>> tighten(r"\max\left(0, z\right) + \log\left(x\right)")
+    '\\max\\mathopen{}\\left(0, z\\right) + \\log\\mathopen{}\\left(x\\right)'
+    """
+    return _FUNCTION_PAREN.sub(lambda m: m.group(1) + r"\mathopen{}\left(", text)
 
 
 # --------------------------------------------------------------------------- widths
@@ -279,7 +305,7 @@ class DerivationLatexPrinter(LatexPrinter):
 _WIDE = {"sum": 1.6, "prod": 1.6, "odot": 2.2, "cdot": 1.4, "quad": 2.0, "qquad": 4.0,
          "partial": 1.0, "top": 0.8, "infty": 1.2, "leftrightarrow": 2.5, "in": 2.0,
          "times": 2.0, "to": 2.0, "mapsto": 2.0, "colon": 1.0, "ldots": 2.0, "dots": 2.0}
-_ZERO = {"left", "right", "displaystyle", "textstyle", "mathrm", "mathbf", "bm", "limits",
+_ZERO = {"mathopen", "left", "right", "displaystyle", "textstyle", "mathrm", "mathbf", "bm", "limits",
          "boldsymbol", "mathbb", "notag", "nonumber", "big", "Big", "bigl", "bigr", "Bigl",
          "Bigr", "biggl", "biggr"}
 

@@ -23,6 +23,7 @@ the line width only when a single unbreakable piece is too wide.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -37,6 +38,7 @@ from .latex import (
     latex_text,
     latex_width,
     named_function,
+    tighten,
     transposed,
 )
 from .resources import environment, templates_dir
@@ -131,21 +133,51 @@ def _chunks(expr, printer: DerivationLatexPrinter, limit: float) -> list[tuple[s
                 out.append((sign, text))
         return out
     if isinstance(expr, sp.Mul):
+        sums = [f for f in sp.Mul.make_args(expr) if isinstance(f, sp.Add)]
+        if len(sums) == 1:
+            rest = sp.Mul(*[f for f in sp.Mul.make_args(expr) if f is not sums[0]])
+            inner = _chunks(sums[0], printer, limit)
+            if rest == -1:
+                head = "-"
+            else:
+                head = printer._print(rest)
+                if isinstance(rest, sp.Add):
+                    head = rf"\left({head}\right)"
+                if _elementwise(rest, printer) and _elementwise(sums[0], printer):
+                    head += r" \odot"
+            joiner, first = inner[0]
+            inner[0] = ("", rf"{head} \Bigl({joiner}{first}")
+            joiner, last = inner[-1]
+            inner[-1] = (joiner, rf"{last}\Bigr)")
+            return inner
         return _factor_chunks(expr, printer)
     return [("", printer._print(expr))]
 
 
 def _factor_chunks(expr: sp.Mul, printer: DerivationLatexPrinter) -> list[tuple[str, str]]:
     factors = list(sp.Mul.make_args(expr))
-    numbers = [f for f in factors if f.is_number]
-    others = [f for f in factors if not f.is_number]
-    joiner = r"\odot" if printer.is_array(expr) else r"\cdot"
+    scalars = [f for f in factors if not _elementwise(f, printer)]
+    others = [f for f in factors if _elementwise(f, printer)]
+    joiner = r"\odot" if others else r"\cdot"
+    if not others:  # a product of scalars (numbers, 1/N, sums over entries)
+        others, scalars = [f for f in factors if not f.is_number], \
+            [f for f in factors if f.is_number]
     pieces = []
-    if numbers:
-        others[0] = sp.Mul(*numbers, others[0], evaluate=False) if others else sp.Mul(*numbers)
+    head = sp.Mul(*scalars) if scalars else None
     for index, factor in enumerate(others):
-        pieces.append((joiner if index else "", printer._factor(factor)))
+        text = printer._factor(factor)
+        if index == 0 and head is not None and head != 1:
+            text = f"{printer._factor(head) if head != -1 else '-'} {text}"
+        pieces.append((joiner if index else "", text))
     return pieces
+
+
+def _elementwise(expr, printer: DerivationLatexPrinter) -> bool:
+    """Whether ``expr`` is an array (not a scalar such as 1/N or a sum over entries)."""
+    if not printer.is_array(expr):
+        return False
+    bare = expr.replace(lambda e: isinstance(e, Total), lambda e: sp.Integer(1))
+    return isinstance(bare, sp.MatrixExpr) or printer.is_array(bare)
 
 
 def layout(lhs: str, expr, printer: DerivationLatexPrinter, *, tag: int | None = None,
@@ -215,39 +247,64 @@ class _Builder:
                 return rule.latex
         return f"f_{{{step.layer}}}"
 
+    def layer_nodes(self, layer: int) -> list:
+        """The graph nodes of one layer, in order (the first reads the layer's sources)."""
+        return [n for n in self.graph.nodes if n.layer == layer]
+
     def source_latex(self, layer: int) -> str:
-        node = self.graph.node(naming.pre_activation(layer))
+        node = self.layer_nodes(layer)[0]
         return ", ".join(f"${self.sym(s)}$" for s in node.sources)
 
-    # -- sections
+    def layer_params(self, layer: int) -> list[str]:
+        """The parameters of one layer: its nodes' weights and biases, then any other."""
+        named = [p for n in self.layer_nodes(layer) for p in (n.weight, n.bias) if p]
+        others = [p for p in self.graph.params
+                  if re.fullmatch(rf"[A-Za-z_]+{layer}", p) and p not in named]
+        return list(dict.fromkeys(named + others))
+
+    def param_latex(self, name: str) -> str:
+        dims = r" \times ".join(str(d) for d in self.graph.params[name])
+        return rf"${self.sym(name)} \in \mathbb{{R}}^{{{dims}}}$"
+
+    def activation_text(self, index: int, activation) -> str:
+        if activation.expr is not None:
+            return rf"$f_{{{index}}}(x) = {self.scalar.doprint(activation.forward())}$"
+        act = self.name(activation.kind)
+        extra = ", ".join(f"{k} = {_number(v)}" for k, v in activation.parameters)
+        return act + (f" ({extra})" if extra else "")
 
     def layers(self) -> list[dict]:
-        rows = [{"index": 0, "name": self.name("input"), "sources": "",
-                 "units": str(self.spec.n_inputs), "activation": "",
-                 "params": rf"$X \in \mathbb{{R}}^{{N \times {self.spec.n_inputs}}}$",
+        shape = self.spec.input_shape
+        size = (r"$\times$".join(str(d) for d in shape) if shape and len(shape) > 1
+                else str(self.spec.n_inputs))
+        rows = [{"index": 0, "name": self.name("input"), "sources": "", "units": size,
+                 "operation": "data", "activation": "",
+                 "params": rf"$X = A^{{(0)}} {self.shape((naming.BATCH, *self.graph.node(naming.INPUT).shape))}$",
                  "groups": ""}]
         if len(self.spec.inputs) > 1:
             rows[0]["groups"] = ", ".join(
                 f"{self.name(g)}: ${self.sym(naming.input_group(g))}$ ({size})"
                 for g, size in self.spec.inputs)
         for index, layer in enumerate(self.spec.layers, start=1):
-            params = [rf"${self.sym(naming.weight(index))} \in \mathbb{{R}}^{{"
-                      rf"{self.graph.params[naming.weight(index)][0]} \times "
-                      rf"{self.graph.params[naming.weight(index)][1]}}}$"]
-            if layer.bias:
-                params.append(rf"${self.sym(naming.bias(index))} \in \mathbb{{R}}^{{"
-                              rf"{layer.units}}}$")
-            activation = layer.activation
-            if activation.expr is not None:
-                act = rf"$f_{{{index}}}(x) = {self.scalar.doprint(activation.forward())}$"
-            else:
-                act = self.name(activation.kind)
-                extra = ", ".join(f"{k} = {_number(v)}" for k, v in activation.parameters)
-                if extra:
-                    act += f" ({extra})"
+            params = [self.param_latex(p) for p in self.layer_params(index)]
+            kernel = r"$\times$".join(map(str, layer.kernel))
+            stride = "" if layer.stride == layer.kernel and layer.kind != "conv2d" else (
+                "" if layer.stride == (1, 1) else
+                ", stride " + ",".join(map(str, dict.fromkeys(layer.stride))))
+            padding = "" if layer.padding == (0, 0) else \
+                ", padding " + ",".join(map(str, dict.fromkeys(layer.padding)))
+            operation = {"dense": "dense", "conv2d": f"conv {kernel}{stride}{padding}",
+                         "maxpool2d": f"max pool {kernel}{stride}",
+                         "avgpool2d": f"average pool {kernel}{stride}",
+                         "flatten": "flatten"}.get(layer.kind, self.name(layer.kind))
+            act = (self.activation_text(index, layer.activation)
+                   if getattr(layer, "activation", None) is not None
+                   and layer.kind not in ("maxpool2d", "avgpool2d", "flatten") else "")
+            units = r"$\times$".join(map(str, layer.shape)) if layer.shape else str(layer.units)
             rows.append({"index": index, "name": self.name(layer.name),
-                         "sources": self.source_latex(index), "units": str(layer.units),
-                         "activation": act, "params": ", ".join(params)})
+                         "sources": self.source_latex(index), "units": units,
+                         "operation": operation, "activation": act,
+                         "params": ", ".join(params)})
         return rows
 
     def steps(self, phase: str) -> list[StepView]:
@@ -423,49 +480,68 @@ class _Builder:
 
     def step_fused_softmax(self, step) -> StepView:
         lemma = step.detail["lemma"]
-        k = lemma["outputs"]
-        zs = sp.symbols(f"z1:{k + 1}", real=True)
-        s = sp.Symbol("S", positive=True)
-        total = sp.Add(*map(sp.exp, zs))
-        derivative = lemma["derivative"].xreplace({total: s})
-        derivative = derivative.xreplace({v: sp.Symbol(f"{v.name[0]}_{{{v.name[1:]}}}", real=True)
-                                          for v in derivative.free_symbols if v != s})
-        total = total.xreplace({v: sp.Symbol(f"z_{{{v.name[1:]}}}", real=True) for v in zs})
+        k, out = lemma["outputs"], step.layer
+        bold = r"\textbf{{{}}} " if self.target == "tex" else "**{}** "
         view = self.view(step, "softmax with cross-entropy (a lemma)",
-                         r"\textbf{Lemma.} " if self.target == "tex" else "**Lemma.** ")
-        view.prose[0] += (r"Let $p_k = e^{z_k} / \sum_m e^{z_m}$ and "
-                          r"$l = -\sum_k t_k \log p_k$ with $\sum_k t_k = 1$. Then "
-                          r"$\partial l / \partial z_i = p_i - t_i$. SymPy checks it for "
-                          f"$K = {k}$ outputs: with $S = "
-                          + self.scalar.doprint(total) + "$,")
-        view.scalar.append(layout(r"\frac{\partial l}{\partial z_1}", derivative, self.scalar))
-        verdict = ("simplifies to $p_1 - t_1$" if lemma["proved"] else
-                   "could not be simplified to $p_1 - t_1$ by SymPy")
-        view.prose.append(rf"which, with $t_{k} = 1 - \sum_{{k<{k}}} t_k$, {verdict}. "
-                          "The softmax Jacobian and the logarithm cancel; for the batch:")
+                         bold.format("Lemma.")
+                         + r"Let $p_k = e^{z_k} / \sum_m e^{z_m}$ (softmax) and "
+                         r"$l = -\sum_k t_k \log p_k$ with $\sum_k t_k = 1$. Then "
+                         r"$\partial l / \partial z_i = p_i - t_i$.")
+        view.prose[0] += (
+            " " + bold.format("Proof.")
+            + r"As $\log p_k = z_k - \log \sum_m e^{z_m}$ and "
+            r"$\partial \log \sum_m e^{z_m} / \partial z_i = e^{z_i} / \sum_m e^{z_m} = p_i$,"
+            r" with $[k = i]$ being 1 if $k = i$ and 0 otherwise,")
+        view.scalar = [
+            Equation(r"\frac{\partial \log p_k}{\partial z_i}", [r"[k = i] - p_i,"]),
+            Equation(r"\frac{\partial l}{\partial z_i}",
+                     [r"-\sum_k t_k \bigl([k = i] - p_i\bigr) = -t_i + p_i \sum_k t_k "
+                      r"= p_i - t_i,"])]
+        verdict = "confirms it" if lemma["proved"] else "could not confirm it"
+        end = r"$\square$" if self.target == "tex" else "∎"
+        view.prose.append(
+            r"using $\sum_k t_k = 1$ in the last step; the first line is the softmax Jacobian "
+            r"$\partial p_k / \partial z_i = p_k ([k = i] - p_i)$ divided by $p_k$. "
+            f"{end} (SymPy, differentiating the {k}-output loss symbolically, {verdict}.) "
+            f"Here $p$ is a row of $A^{{({out})}}$ (one sample) and $t$ the matching row of "
+            "$T$. The Jacobian and the logarithm cancel, which is also why the generated "
+            "code computes this step as $p - t$, never taking the logarithm of a probability. "
+            "For the batch"
+            + (r", with the $\frac{1}{N}$ of the mean" if self.spec.loss.reduction == "mean"
+               else "") + ":")
         return view
 
     def step_weight(self, step) -> StepView:
         node = self.graph.node(naming.pre_activation(step.layer))
-        d = self.sym(naming.delta(step.layer))
-        index = ", ".join(rf"${entry(s, 'ni')}$" for s in node.sources)
-        prose = (rf"Since $z_{{nj}} = \sum_i a_{{ni}} w_{{ji}} + b_j$, the gradient of "
-                 rf"${self.sym(node.weight)}$ sums over the batch: "
-                 rf"$\bigl(\partial L / \partial {self.sym(node.weight)}\bigr)_{{ji}} = "
-                 rf"\sum_n {entry(naming.delta(step.layer), 'nj')}\, a_{{ni}}$ "
-                 f"(with $a_{{ni}}$ = {index}), which is the matrix product "
-                 rf"${transposed(d)} {self.sym(node.sources[0])}$")
-        if len(node.sources) > 1:
-            prose += ", one column block per source"
+        l, d = step.layer, self.sym(naming.delta(step.layer))
+        w = self.sym(node.weight)
+        delta = entry(naming.delta(l), "nj")
+        bias = f" + b^{{({l})}}_j" if node.bias else ""
+        if len(node.sources) == 1:
+            source = node.sources[0]
+            prose = (rf"Since $z^{{({l})}}_{{nj}} = \sum_i {entry(source, 'ni')}\, "
+                     rf"w^{{({l})}}_{{ji}}{bias}$, the gradient of ${w}$ sums over the batch: "
+                     rf"$\bigl(\partial L / \partial {w}\bigr)_{{ji}} = \sum_n {delta}\, "
+                     rf"{entry(source, 'ni')}$, which is the matrix product "
+                     rf"${transposed(d)} {self.sym(source)}$")
+        else:
+            sources = r" \; ".join(self.sym(s) for s in node.sources)
+            prose = (rf"Layer {l} reads ${sources}$ side by side, "
+                     rf"$z^{{({l})}}_{{nj}} = \sum_i \bar a_{{ni}}\, w^{{({l})}}_{{ji}}{bias}$ "
+                     r"with $\bar a_{n\cdot}$ the concatenated row, so "
+                     rf"$\bigl(\partial L / \partial {w}\bigr)_{{ji}} = "
+                     rf"\sum_n {delta}\, \bar a_{{ni}}$: the matrix product "
+                     rf"${transposed(d)} \bigl[\, {sources} \,\bigr]$, that is, one column "
+                     rf"block ${transposed(d)} S$ for each source $S$")
         if self.spec.loss.weight_decay:
-            prose += r", plus $\lambda W$ from the weight decay term"
-        return self.view(step, f"gradient of ${self.sym(node.weight)}$", prose + ":")
+            prose += rf", plus $\lambda {w}$ from the weight decay term"
+        return self.view(step, f"gradient of ${w}$", prose + ":")
 
     def step_bias(self, step) -> StepView:
-        d = naming.delta(step.layer)
-        return self.view(step, f"gradient of ${self.sym(naming.bias(step.layer))}$",
+        d, l = naming.delta(step.layer), step.layer
+        return self.view(step, f"gradient of ${self.sym(naming.bias(l))}$",
                          rf"Each bias adds to its unit for every sample: "
-                         rf"$(\partial L / \partial b)_j = \sum_n {entry(d, 'nj')}$:")
+                         rf"$\partial L / \partial b^{{({l})}}_j = \sum_n {entry(d, 'nj')}$:")
 
     def step_backprop(self, step) -> StepView:
         return self.backprop(step, False)
@@ -475,23 +551,198 @@ class _Builder:
 
     def backprop(self, step, several: bool) -> StepView:
         source = step.target[4:]
-        users = [n for n in self.graph.consumers[source]]
-        layers = ", ".join(str(self.graph.node(u).layer) for u in users)
+        users = [self.graph.node(u) for u in self.graph.consumers[source]]
+        layers = ", ".join(str(u.layer) for u in users)
         a = self.sym(source)
-        prose = (rf"${a}$ feeds layer{'s' if several else ''} {layers}; as "
-                 rf"$z_{{nk}} = \sum_j a_{{nj}} w_{{kj}} + \dots$, the chain rule gives "
-                 rf"$\partial L / \partial a_{{nj}} = \sum_k \delta_{{nk}} w_{{kj}}$")
-        blocks = any(len(self.graph.node(u).sources) > 1 for u in users)
+        lu = users[0].layer
+        blocks = any(len(u.sources) > 1 for u in users)
+        if len(users) == 1:
+            prose = (rf"${a}$ feeds layer {lu} only; as $z^{{({lu})}}_{{nk}} = "
+                     rf"\sum_j {entry(source, 'nj')}\, w^{{({lu})}}_{{kj}} + \dots$, the chain "
+                     rf"rule gives $\partial L / \partial {entry(source, 'nj')} = "
+                     rf"\sum_k {entry(naming.delta(lu), 'nk')}\, w^{{({lu})}}_{{kj}}$")
+        else:
+            prose = (rf"${a}$ feeds layers {layers}; each contributes "
+                     rf"$\sum_k \delta^{{(m)}}_{{nk}}\, w^{{(m)}}_{{kj}}$ for its layer $m$")
         if blocks:
-            prose += rf" with the columns of $W$ that multiply ${a}$"
+            m = str(lu) if len(users) == 1 else "m"
+            prose += (rf", with $w^{{({m})}}_{{kj}}$ taken from "
+                      rf"$W^{{({m})}}_{{[{a}]}}$, the columns of $W^{{({m})}}$ that multiply ${a}$")
         if several:
             prose += "; the contributions of the consumers add up"
         return self.view(step, "chain rule through "
                          + ("several consumers" if several else "a dense layer"), prose + ":")
 
+    # convolutional family
+    def conv_node(self, layer: int):
+        return self.layer_nodes(layer)[0]
+
+    @staticmethod
+    def _at(stride: int, out: str, offset: str) -> str:
+        return f"{out}+{offset}" if stride == 1 else f"{stride}{out}+{offset}"
+
+    def step_conv2d(self, step) -> StepView:
+        node = self.graph.node(step.target)
+        (sh, sw), (ph, pw), (kh, kw) = node.stride, node.padding, node.kernel
+        channels = self.graph.node(node.sources[0]).shape[0]
+        source, k = node.sources[0], node.weight
+        index = f"n,c,{self._at(sh, 'i', 'u')},{self._at(sw, 'j', 'v')}"
+        bias = f"{entry(node.bias, 'f')} + " if node.bias else ""
+        padded = (f" (the input zero-padded by {_pair_text(ph, pw)} on each side)"
+                  if ph or pw else "")
+        view = self.view(step, "convolution",
+                         f"Each of the {node.shape[0]} kernels $k^{{({node.layer})}}_{{f}} \\in "
+                         rf"\mathbb{{R}}^{{{channels} \times {kh} \times {kw}}}$ slides over "
+                         f"${self.sym(source)}${padded}"
+                         + (f" in steps of {_pair_text(sh, sw)}" if (sh, sw) != (1, 1) else "")
+                         + "; the same kernel weights serve every position (weight sharing). "
+                         "Output channel $f$ at position $(i, j)$ of sample $n$ is")
+        view.scalar.append(Equation(
+            entry(step.target, "n,f,i,j"),
+            [rf"{bias}\sum_{{c}} \sum_{{u=0}}^{{{kh - 1}}} \sum_{{v=0}}^{{{kw - 1}}} "
+             rf"{entry(source, index)}\, {entry(k, 'f,c,u,v')}"]))
+        view.prose.append(r"that is, the cross-correlation $\star$ of the input with each "
+                          "kernel, summed over the input channels (what deep-learning libraries "
+                          "call convolution):")
+        return view
+
+    def step_conv_kernel(self, step) -> StepView:
+        node = self.conv_node(step.layer)
+        (sh, sw) = node.stride
+        d, source = naming.delta(step.layer), node.sources[0]
+        index = f"n,c,{self._at(sh, 'i', 'u')},{self._at(sw, 'j', 'v')}"
+        view = self.view(step, f"gradient of the kernels ${self.sym(node.weight)}$",
+                         f"Weight sharing: $k^{{({step.layer})}}_{{f,c,u,v}}$ multiplies an input "
+                         "entry at every output position $(i, j)$ of every sample, so its "
+                         "gradient sums over all of them:")
+        view.scalar.append(Equation(
+            rf"\frac{{\partial L}}{{\partial {entry(node.weight, 'f,c,u,v')}}}",
+            [rf"\sum_{{n=1}}^{{N}} \sum_{{i,j}} {entry(d, 'n,f,i,j')}\, {entry(source, index)}"
+             + (rf" + \lambda\, {entry(node.weight, 'f,c,u,v')}"
+                if self.spec.loss.weight_decay else "")]))
+        view.prose.append(f"the input correlated with ${self.sym(d)}$"
+                          + (r" (with $s-1$ zeros between the entries of $\delta$ for stride "
+                             r"$s$, cut to the kernel's size)" if (sh, sw) != (1, 1) else "")
+                          + (r", plus $\lambda K$ from the weight decay" if
+                             self.spec.loss.weight_decay else "") + ":")
+        return view
+
+    def step_conv_bias(self, step) -> StepView:
+        d = naming.delta(step.layer)
+        view = self.view(step, f"gradient of the biases ${self.sym(naming.bias(step.layer))}$",
+                         f"Bias $b^{{({step.layer})}}_f$ is added at every position of output "
+                         "channel $f$ for every sample, so")
+        view.scalar.append(Equation(
+            rf"\frac{{\partial L}}{{\partial {entry(naming.bias(step.layer), 'f')}}}",
+            [rf"\sum_{{n=1}}^{{N}} \sum_{{i,j}} {entry(d, 'n,f,i,j')}"]))
+        view.prose.append("in array notation:")
+        return view
+
+    def step_conv_input(self, step) -> StepView:
+        consumer = step.detail.get("consumer", step.layer)
+        node = self.conv_node(consumer)
+        (sh, sw), (ph, pw), (kh, kw) = node.stride, node.padding, node.kernel
+        d, k = naming.delta(consumer), node.weight
+        a = self.sym(step.target[4:])
+        view = self.view(step, f"chain rule through the convolution of layer {consumer}",
+                         f"Input entry $({a})_{{n,c,p,q}}$ meets kernel entry "
+                         f"$k^{{({consumer})}}_{{f,c,u,v}}$ in every output position $(i, j)$ "
+                         "whose window covers it, so")
+        rows = f"{self._at(sh, 'i', 'u')} = p" + (f" + {ph}" if ph else "")
+        cols = f"{self._at(sw, 'j', 'v')} = q" + (f" + {pw}" if pw else "")
+        view.scalar.append(Equation(
+            rf"\frac{{\partial L}}{{\partial ({a})_{{n,c,p,q}}}}",
+            [rf"\sum_{{f}} \sum_{{\substack{{i,u:\ {rows} \\ j,v:\ {cols}}}}} "
+             rf"{entry(d, 'n,f,i,j')}\, {entry(k, 'f,c,u,v')}"]))
+        full = ("As $u$ grows the output index $i$ falls: the kernel is traversed backwards, "
+                rf"so this is the true (full) convolution $\ast$ of $\delta^{{({consumer})}}$ "
+                rf"with the kernel, or, written as a cross-correlation, "
+                rf"$\delta^{{({consumer})}}$ padded by $k - 1 = {kh - 1}$ zeros correlated with "
+                r"the kernel rotated by $180^\circ$ (input and output channels swapped)")
+        if (sh, sw) != (1, 1):
+            full += (rf"; with stride {_pair_text(sh, sw)} only every "
+                     rf"{_pair_text(sh, sw)}th position has an $i$, so "
+                     r"$\delta$ first gets $s - 1$ zeros between its entries "
+                     r"($\uparrow s$)")
+        if ph or pw:
+            full += (f"; the padding's {_pair_text(ph, pw)} border rows and columns are cut "
+                     r"off again ($\operatorname{crop}$)")
+        view.prose.append(full + ":")
+        return view
+
+    def step_maxpool2d(self, step) -> StepView:
+        node = self.graph.node(step.target)
+        (kh, kw), (sh, sw) = node.kernel, node.stride
+        source = node.sources[0]
+        view = self.view(step, f"max pooling {kh}$\\times${kw}",
+                         "Each output is the largest entry of its window:")
+        view.scalar.append(Equation(
+            entry(step.target, "n,c,i,j"),
+            [rf"\max_{{u < {kh},\ v < {kw}}} "
+             rf"{entry(source, f'n,c,{self._at(sh, chr(105), chr(117))},{self._at(sw, chr(106), chr(118))}')}"]))
+        view.prose.append("for the whole batch:")
+        return view
+
+    def step_maxpool_route(self, step) -> StepView:
+        consumer = self.graph.consumers[step.target[4:]][0]
+        node = self.graph.node(consumer)
+        a = self.sym(step.target[4:])
+        view = self.view(step, f"chain rule through the max pooling of layer {node.layer}",
+                         "The maximum of a window has slope 1 in its largest entry and 0 in "
+                         "every other, so each window's gradient goes, whole, to the position "
+                         f"of its maximum in ${a}$ (the arg-max) and nothing to the rest. "
+                         r"\emph{Tie rule:} when several entries share the maximum, the first "
+                         "in row-major window order (smallest row, then smallest column) "
+                         "receives it, as in the generated code (the maximum is not "
+                         "differentiable there, and this is one valid subgradient)"
+                         + ("; overlapping windows add their shares"
+                            if node.stride != node.kernel else "") + ":")
+        return view
+
+    def step_avgpool2d(self, step) -> StepView:
+        node = self.graph.node(step.target)
+        (kh, kw), (sh, sw) = node.kernel, node.stride
+        source = node.sources[0]
+        view = self.view(step, f"average pooling {kh}$\\times${kw}",
+                         "Each output is the mean of its window:")
+        view.scalar.append(Equation(
+            entry(step.target, "n,c,i,j"),
+            [rf"\frac{{1}}{{{kh * kw}}} \sum_{{u < {kh}}} \sum_{{v < {kw}}} "
+             rf"{entry(source, f'n,c,{self._at(sh, chr(105), chr(117))},{self._at(sw, chr(106), chr(118))}')}"]))
+        view.prose.append("for the whole batch:")
+        return view
+
+    def step_avgpool_spread(self, step) -> StepView:
+        consumer = self.graph.consumers[step.target[4:]][0]
+        node = self.graph.node(consumer)
+        (kh, kw) = node.kernel
+        view = self.view(step, f"chain rule through the average pooling of layer {node.layer}",
+                         rf"Every entry of a window has slope $1/{kh * kw}$ in its mean, so "
+                         rf"each window's gradient is spread evenly over the window, divided by "
+                         rf"its size $k_h k_w = {kh * kw}$"
+                         + ("; overlapping windows add their shares"
+                            if node.stride != node.kernel else "") + ":")
+        return view
+
+    def step_flatten(self, step) -> StepView:
+        return self.view(step, "flatten",
+                         "Each sample's channels, rows and columns are laid out as one row "
+                         r"($\operatorname{vec}$, row-major), for the dense layers above:")
+
+    def step_unflatten(self, step) -> StepView:
+        consumer = self.graph.consumers[step.target[4:]][0]
+        return self.view(step, f"chain rule through the flatten of layer "
+                         f"{self.graph.node(consumer).layer}",
+                         "Flattening only moves entries, so the gradient row is reshaped back "
+                         "to channels, rows and columns:")
+
     def step_default(self, step) -> StepView:
-        return self.view(step, step.rule.replace("_", " "), _escape_plain(step.description)
-                         + ":")
+        """Any rule without a view of its own: the registry's description, the step's LaTeX."""
+        description = step.description
+        title, _, _ = description.partition(":")
+        text = latex_text if self.target == "tex" else plain_text
+        prose = text(description[:1].upper() + description[1:])
+        return self.view(step, text(title), prose + ":")
 
     # -- the rest
 
@@ -504,6 +755,29 @@ class _Builder:
             "loss_decay": (_number(self.spec.loss.weight_decay)
                            if self.spec.loss.weight_decay else ""),
             "reduction": self.spec.loss.reduction,
+        }
+
+    def general(self) -> dict:
+        """What the general recurrence, the algorithm box and the notation refer to."""
+        refs: dict[str, list[int]] = {}
+        for step in self.d.steps:
+            refs.setdefault(step.rule, []).append(step.number)
+        kinds = {layer.kind for layer in self.spec.layers}
+        dense = [n for n in self.graph.nodes if n.op == "dense"]
+        forward = [s.number for s in self.d.steps if s.phase == "forward"]
+        backward = [s.number for s in self.d.steps if s.phase == "backward"]
+        seed = backward[0] if backward else None
+        return {
+            "refs": defaultdict(str, {rule: _numbers(numbers) for rule, numbers in refs.items()}),
+            "conv": bool(kinds & {"conv2d", "maxpool2d", "avgpool2d", "flatten"}),
+            "plain": all(len(n.sources) == 1 for n in dense)
+            and not any(n.op == "slice" for n in self.graph.nodes),
+            "depth": len(self.spec.layers),
+            "forward": _span(forward), "loss": self.d.loss_step.number,
+            "seed": seed, "seed_rule": self.d.steps[seed - 1].rule if seed else "",
+            "backward": _span(backward[1:]) if len(backward) > 1 else "",
+            "elementwise_only": "softmax" not in refs,
+            "decay": bool(self.spec.loss.weight_decay),
         }
 
     def per_weight(self, gradients: dict | None) -> list[dict]:
@@ -538,7 +812,9 @@ class _Builder:
                 runs[-1]["entries"].append({"lhs": lhs, "rhs": rhs, "equation": eq})
             lhs, rhs = self.matrix_entry(param, None)
             groups.append({"param": self.sym(param), "runs": runs, "general": f"{lhs} = {rhs}"})
-        return [{"abbreviations": abbreviations, "groups": groups, "samples": samples}]
+        return [{"abbreviations": abbreviations, "groups": groups, "samples": samples,
+                 "mean": self.spec.loss.reduction == "mean",
+                 "decay": bool(self.spec.loss.weight_decay)}]
 
     def weight_symbol(self, param: str, idx: tuple) -> str:
         head = entry(param, _index(idx if param.startswith("W") else idx[:1]))
@@ -552,11 +828,12 @@ class _Builder:
         layer = int("".join(c for c in param if c.isdigit()))
         delta = naming.delta(layer)
         node = self.graph.node(naming.pre_activation(layer))
+        bias = param.startswith("b")
         if idx is None:
-            j, i, sep = "j", "" if param.startswith("b") else "i", ""
-        else:
-            j, i = str(idx[0]), str(idx[1]) if len(idx) > 1 else ""
-            sep = "," if (len(j) > 1 or len(i) > 1) else ""
+            j, i, sep = "j", "" if bias else "i", ""
+        else:  # a bias is one index, even when stored as a (units, 1) column
+            j, i = str(idx[0]), str(idx[1]) if len(idx) > 1 and not bias else ""
+            sep = "," if (len(j) > 1 or len(i) > 1) and i else ""
         lhs = rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{sep}{i}}}"
         if param.startswith("b"):
             return lhs, rf"\sum_{{n}} {entry(delta, 'n' + (',' if len(j) > 1 else '') + j)}"
@@ -597,6 +874,22 @@ def _indices(matrix) -> list[tuple]:
 def _index(idx: tuple) -> str:
     parts = [str(i) for i in idx]
     return ("," if any(len(p) > 1 for p in parts) else "").join(parts)
+
+
+def _numbers(numbers: list[int]) -> str:
+    """Equation references: ``(3)``, ``(3) and (7)``, ``(3), (7) and (9)``."""
+    refs = [f"({n})" for n in numbers]
+    return refs[0] if len(refs) == 1 else ", ".join(refs[:-1]) + " and " + refs[-1]
+
+
+def _span(numbers: list[int]) -> str:
+    if not numbers:
+        return ""
+    return f"({numbers[0]})" if len(numbers) == 1 else f"({numbers[0]})--({numbers[-1]})"
+
+
+def _pair_text(a: int, b: int) -> str:
+    return str(a) if a == b else f"{a} (rows) and {b} (columns)"
 
 
 def _number(value: float) -> str:
@@ -646,13 +939,14 @@ def _context(derivation, per_weight, target: str) -> dict:
         "decay": bool(spec.loss.weight_decay), "groups": len(spec.inputs) > 1,
         "uses_heaviside": any(s.expr.has(sp.Heaviside) for s in derivation.steps
                               if isinstance(s.expr, sp.Basic)),
+        "general": builder.general(),
     }
 
 
 def render_latex(derivation, *, per_weight: dict | None = None) -> str:
     """A standalone LaTeX document of the derivation (pdflatex, base packages only)."""
-    return latex_environment().get_template("derivation.tex.j2").render(
-        _context(derivation, per_weight, "tex"))
+    return tighten(latex_environment().get_template("derivation.tex.j2").render(
+        _context(derivation, per_weight, "tex")))
 
 
 def render_latex_body(derivation) -> str:
@@ -668,13 +962,13 @@ def render_latex_body(derivation) -> str:
                 last = index == len(eq.lines) - 1
                 end = rf"\tag{{{eq.tag}}}" if last else r"\notag"
                 rows.append(f"{lhs} {rel} {line} {end}")
-    return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
+    return tighten("\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}")
 
 
 def render_markdown(derivation, *, per_weight: dict | None = None) -> str:
     """The derivation in Markdown with ``$$`` math (GitHub, Jupyter)."""
-    return environment().get_template("derivation.md.j2").render(
-        _context(derivation, per_weight, "md"))
+    return tighten(environment().get_template("derivation.md.j2").render(
+        _context(derivation, per_weight, "md")))
 
 
 # --------------------------------------------------------------------------- plain text
@@ -748,7 +1042,8 @@ def render_text(derivation, *, per_weight: dict | None = None) -> str:
     for param in sorted(per_weight or {}):
         matrix = sp.Matrix(per_weight[param])
         for idx in _indices(matrix):
-            weights.append((f"dL/d{param}[{_index(idx)}]",
+            shown = idx[:1] if param.startswith("b") else idx  # a bias has one index
+            weights.append((f"dL/d{param}[{_index(shown)}]",
                             printer.doprint(matrix[idx])))
     rows = [{key: plain_text(value) if isinstance(value, str) else value
              for key, value in row.items()} for row in rows]
