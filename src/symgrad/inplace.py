@@ -10,7 +10,9 @@ computed.  Two rewrites, both the ones a careful person makes by hand:
   belongs to the function (the result of an earlier line, never an input,
   target or parameter), has the step's shape, occurs once in the step, and
   nothing later reads it: ``a1 = np.tanh(z1, out=z1)``,
-  ``delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)``.
+  ``delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)``; a compound factor
+  such as ``1 - a1**2`` is computed into one temporary, in place
+  (:meth:`~symgrad.printing.ArrayCodePrinter.into`), not two.
 
 Names that share storage after such a rewrite are tracked together, so an
 array is dead only when every name for it is.  Anything the rewrite cannot
@@ -23,9 +25,14 @@ express as NumPy calls with ``out=`` is printed as it is.
 >>> steps = [Step(1, "forward", "a1", sp.tanh(z1), "activation_forward", (N, 3)),
 ...          Step(2, "backward", "delta1", dL_da1 * (1 - sp.Symbol("a1") ** 2), "activation",
 ...               (N, 3))]
->>> [line for line, in plan(steps, ArrayCodePrinter(), live_out={"a1", "delta1"},
-...                         owned={"z1": (N, 3), "dL_da1": (N, 3)})]
-['a1 = np.tanh(z1, out=z1)', 'delta1 = np.multiply(dL_da1, 1 - a1**2, out=dL_da1)']
+>>> for lines in plan(steps, ArrayCodePrinter(), live_out={"a1", "delta1"},
+...                  owned={"z1": (N, 3), "dL_da1": (N, 3)}):
+...     for line in lines:
+...         print(line)
+a1 = np.tanh(z1, out=z1)
+da1_dz1 = np.square(a1)
+np.subtract(1, da1_dz1, out=da1_dz1)
+delta1 = np.multiply(dL_da1, da1_dz1, out=dL_da1)
 """
 
 from __future__ import annotations
@@ -129,7 +136,10 @@ def _in_place(step, printer, buffer, shape, live, read_now):
         if _count(expr, symbol) != 1:
             continue
         path = _path(expr, symbol)
-        statements = _statements(step.target, symbol.name, path, printer) if path else None
+        scratch = f"da{step.layer}_dz{step.layer}" if step.rule == "activation" \
+            else f"{step.target}_factor"
+        statements = _statements(step.target, symbol.name, path, printer, scratch) \
+            if path else None
         if statements is not None:
             return statements, home
     return None
@@ -159,8 +169,13 @@ def _path(expr, symbol):
     return None
 
 
-def _statements(target, name, path, printer) -> tuple[str, ...] | None:
+def _statements(target, name, path, printer, scratch) -> tuple[str, ...] | None:
     lines = []
+    if path and path[0][0] == "mul" and not path[0][1].is_Number:
+        factor = printer.into(path[0][1], scratch)
+        if factor is not None and len(factor) > 1:  # a compound factor: one temporary, not two
+            lines = factor + [f"{target} = np.multiply({name}, {scratch}, out={name})"]
+            path = path[1:]
     for operation in path:
         first = not lines
         operand = name if first else target

@@ -179,6 +179,72 @@ class ArrayCodePrinter(NumPyPrinter):
         name = type(expr).__name__
         return f"np.{_UFUNCS[name]}({operand}, out={out})" if name in _UFUNCS else None
 
+    def into(self, expr, out: str) -> list[str] | None:
+        """Statements computing ``expr`` into a new array ``out`` with one allocation.
+
+        Each operation after the first is written in place (``out=``), the way a
+        careful person writes ``t = np.square(a); np.subtract(1, t, out=t)`` for
+        ``1 - a**2``.  None when ``expr`` is not a chain of such operations (at
+        most one compound operand at each level).
+        """
+        if _simple(expr):
+            return None
+        if isinstance(expr, sp.Pow) and expr.exp == 2:
+            return self._chain(expr.base, out, lambda a: f"np.square({a}, out={out})",
+                               lambda a: f"{out} = np.square({a})")
+        if isinstance(expr, sp.Function) and len(expr.args) == 1:
+            (arg,) = expr.args
+            if _simple(arg):
+                call = self.call_into(expr, arg, self._print(arg), "None")
+                return None if call is None else [f"{out} = {call.replace(', out=None', '')}"]
+            inner = self.into(arg, out)
+            call = None if inner is None else self.call_into(expr, arg, out, out)
+            return None if call is None else inner + [call]
+        if isinstance(expr, sp.Mul):
+            coeff, factors = expr.as_coeff_mul()
+            compound = [f for f in factors if not _simple(f)]
+            if len(compound) > 1:
+                return None
+            if compound:
+                lines = self.into(compound[0], out)
+                others = [f for f in factors if f is not compound[0]]
+            elif len(factors) >= 2:
+                lines = [f"{out} = np.multiply({self._print(factors[0])}, "
+                         f"{self._print(factors[1])})"]
+                others = list(factors[2:])
+            else:
+                return None
+            if lines is None:
+                return None
+            lines += [f"{out} *= {self._print(f)}" for f in others]
+            return lines + ([f"{out} *= {self._print(coeff)}"] if coeff != 1 else [])
+        if isinstance(expr, sp.Add):
+            compound = [t for t in expr.args if not _simple(t) and not _simple(-t)]
+            if len(compound) > 1:
+                return None
+            if not compound:  # a sum of arrays and numbers, at most one subtracted array
+                negated = [t for t in expr.args if t.could_extract_minus_sign() and not t.is_Number]
+                if len(negated) != 1:
+                    return None
+                other = sp.Add(*[t for t in expr.args if t is not negated[0]])
+                return [f"{out} = np.subtract({self._print(other)}, {self._print(-negated[0])})"]
+            term = compound[0]
+            other = self._print(sp.Add(*[t for t in expr.args if t is not term]))
+            if term.could_extract_minus_sign():
+                lines = self.into(-term, out)
+                return None if lines is None else \
+                    lines + [f"np.subtract({other}, {out}, out={out})"]
+            lines = self.into(term, out)
+            return None if lines is None else lines + [f"{out} += {other}"]
+        return None
+
+    def _chain(self, arg, out, in_place, fresh) -> list[str] | None:
+        """One operation on ``arg``: fresh when ``arg`` is an array, else after computing it."""
+        if _simple(arg):
+            return [fresh(self._print(arg))]
+        lines = self.into(arg, out)
+        return None if lines is None else lines + [in_place(out)]
+
     def _print_Max(self, expr):
         return self._fold("np.maximum", expr.args)
 
@@ -209,6 +275,11 @@ class ArrayCodePrinter(NumPyPrinter):
 #: SymPy functions of one argument that are NumPy ufuncs (they take ``out=``).
 _UFUNCS = {"exp": "exp", "log": "log", "tanh": "tanh", "sinh": "sinh", "cosh": "cosh",
            "sin": "sin", "cos": "cos", "atan": "arctan", "Abs": "abs"}
+
+
+def _simple(expr) -> bool:
+    """A number or a whole array: nothing to compute."""
+    return expr.is_Number or isinstance(expr, sp.Symbol)
 
 
 class Mask(sp.Function):
