@@ -22,9 +22,9 @@ express as NumPy calls with ``out=`` is printed as it is.
 >>> from symgrad.printing import ArrayCodePrinter
 >>> from symgrad.derive import Step
 >>> N, z1, dL_da1 = sp.Symbol("N"), sp.Symbol("z1"), sp.Symbol("dL_da1")
->>> steps = [Step(1, "forward", "a1", sp.tanh(z1), "activation_forward", (N, 3)),
+>>> steps = [Step(1, "forward", "a1", sp.tanh(z1), "activation_forward", (N, 3), 1),
 ...          Step(2, "backward", "delta1", dL_da1 * (1 - sp.Symbol("a1") ** 2), "activation",
-...               (N, 3))]
+...               (N, 3), 1)]
 >>> for lines in plan(steps, ArrayCodePrinter(), live_out={"a1", "delta1"},
 ...                  owned={"z1": (N, 3), "dL_da1": (N, 3)}):
 ...     for line in lines:
@@ -136,8 +136,8 @@ def _in_place(step, printer, buffer, shape, live, read_now):
         if _count(expr, symbol) != 1:
             continue
         path = _path(expr, symbol)
-        scratch = f"da{step.layer}_dz{step.layer}" if step.rule == "activation" \
-            else f"{step.target}_factor"
+        scratch = f"da{step.layer}_dz{step.layer}" \
+            if step.rule == "activation" and step.layer is not None else f"{step.target}_factor"
         statements = _statements(step.target, symbol.name, path, printer, scratch) \
             if path else None
         if statements is not None:
