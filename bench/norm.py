@@ -20,8 +20,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from symgrad.codegen import generate_module_source, load_module
-from symgrad.spec import Network
+from symgrad.codegen import generate_module_source, load_module  # noqa: E402
+from symgrad.spec import Network  # noqa: E402
 
 N, D, H, K = 512, 256, 256, 10
 
