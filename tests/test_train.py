@@ -129,3 +129,34 @@ def test_cwd_untouched(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, _ = run(capsys, XOR, "--task", "xor", "--epochs", "3", "--quiet")
     assert code == 0 and os.listdir(tmp_path) == []
+
+
+def test_progress_in_a_log_is_plain_lines():
+    import io
+
+    from symgrad.train import ProgressBar
+
+    log = io.StringIO()  # not a terminal
+    bar = ProgressBar(50, stream=log)
+    for epoch in range(1, 51):
+        bar.update(epoch, 1.0 / epoch)
+    bar.update(50, 0.02, force=True)  # as fit() ends
+    bar.close()
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 5 <= len(lines) <= 12 and lines[-1].startswith("epoch 50/50")
+
+
+def test_regression_targets_report_an_error_not_accuracy(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    T = (X @ [[0.5], [-0.25]]) + 0.1  # real-valued targets
+    np.savez(tmp_path / "reg.npz", X=X, T=T)
+    spec = tmp_path / "reg.toml"
+    spec.write_text('inputs = 2\n[[layers]]\nunits = 1\n[loss]\nkind = "mse"\n'
+                    '[training]\nepochs = 50\nlearning_rate = 0.1\n')
+    assert main(["train", str(spec), "--data", str(tmp_path / "reg.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "root-mean-square error" in out
+    assert "accuracy" not in out and "solved" not in out

@@ -119,6 +119,7 @@ class Result:
     test_total: int | None = None
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    outputs: np.ndarray | None = None  # the network's outputs on the training set
 
     @property
     def final_loss(self) -> float:
@@ -148,6 +149,10 @@ class ProgressBar:
                           else fraction - self.last_fraction < 0.1):
             return
         self.last_time, self.last_fraction = now, fraction
+        if not self.interactive:  # a log: plain lines, no carriage returns
+            self.stream.write(f"{self.label} {done}/{self.total}  loss {loss:.6g}\n")
+            self.stream.flush()
+            return
         filled = int(round(fraction * self.width))
         bar = "#" * filled + "." * (self.width - filled)
         self.stream.write(f"\r[{bar}] {self.label} {done}/{self.total}  loss {loss:.6g}  ")
@@ -195,6 +200,7 @@ def fit(module, task, options: dict[str, Any], *, tolerance: float | None = None
     seconds = time.perf_counter() - start
     Y = module.forward(params, X)
     result = Result(params=params, history=[float(v) for v in history], tolerance=tolerance,
+                    outputs=Y,
                     solved_at=solved_at[0] if solved_at else None,
                     train_accuracy=float(np.mean(correct(task, Y, T, tolerance))),
                     seconds=seconds, options=dict(options))
@@ -406,7 +412,15 @@ def report(result: Result, task) -> str:
     """The summary lines printed after training."""
     lines = [f"final loss {result.final_loss:.6g} after {result.epochs} epochs "
              f"({result.seconds:.2f} s)"]
-    what = "argmax" if task.classes else f"every output within {result.tolerance:g}"
+    if not task.classes and not np.isin(task.T, (0, 1)).all():
+        # Regression targets: "right" and "solved" would measure nothing; give the error.
+        if result.outputs is not None:
+            rmse = float(np.sqrt(np.mean((result.outputs - task.T) ** 2)))
+            lines.append(f"root-mean-square error {rmse:.6g} on the training set "
+                         f"(regression targets: no accuracy or 'solved' is reported)")
+        return "\n".join(lines)
+    what = ("argmax: the largest output is the target class" if task.classes
+            else f"every output within {result.tolerance:g} of its 0/1 target")
     lines.append(f"training accuracy {100 * result.train_accuracy:.1f}% ({what})")
     if result.test_total is not None:
         lines.append(f"held-out accuracy {100 * result.test_accuracy:.1f}%: "
