@@ -70,13 +70,19 @@ def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
     buffer = {name: name for name in (owned or {})}  # name -> the array it is stored in
     shape = dict(owned or {})
     step_reads = [reads(step.code_expr) for step in steps]
+    last_read = {}  # name -> index of the last step reading it (len(steps) if returned)
+    for index, names in enumerate(step_reads):
+        last_read.update(dict.fromkeys(names, index))
+    last_read.update(dict.fromkeys(live_out, len(steps)))
+    live = _Live(last_read)
+    for name in buffer:
+        live.store(name, name)
     out = []
     for index, step in enumerate(steps):
         if step.phase == "loss":
             out.append(())
             continue
-        later = set(live_out).union(*step_reads[index + 1:])
-        live = {buffer[name] for name in later if name in buffer}
+        live.now = index
         expr = step.code_expr
         statements, home = None, step.target
         if isinstance(expr, sp.MatAdd):
@@ -91,11 +97,26 @@ def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
                 statements, home = written
         if home is not None:  # None: a view of an array the function does not own
             buffer[step.target] = home
+            live.store(step.target, home)
             shape.setdefault(home, tuple(step.shape))
         if statements is None:
             statements = (f"{step.target} = {printer.doprint(expr)}",)
         out.append(statements)
     return out
+
+
+class _Live:
+    """Which arrays are read after the current step: linear in the number of steps."""
+
+    def __init__(self, last_read: dict[str, int]):
+        self.last_read, self.until, self.now = last_read, {}, -1
+
+    def store(self, name: str, home: str) -> None:
+        """``name`` is stored in ``home``: the array lives as long as its last reader."""
+        self.until[home] = max(self.until.get(home, -1), self.last_read.get(name, -1))
+
+    def __contains__(self, home: str) -> bool:
+        return self.until.get(home, -1) > self.now
 
 
 def _accumulate(step, printer) -> tuple[str, ...] | None:
@@ -108,11 +129,18 @@ def _accumulate(step, printer) -> tuple[str, ...] | None:
     terms.remove(first)
     lines = [f"{step.target} = {printer.doprint(first)}"]
     for term in terms:
-        if term.could_extract_minus_sign():
+        if _negated(term):
             lines.append(f"{step.target} -= {printer.doprint(-term)}")
         else:
             lines.append(f"{step.target} += {printer.doprint(term)}")
     return tuple(lines)
+
+
+def _negated(term) -> bool:
+    """A matrix term with a negative numeric coefficient (cheap: no SymPy simplification)."""
+    if isinstance(term, sp.MatMul):
+        return bool(term.args and term.args[0].is_Number and term.args[0] < 0)
+    return False
 
 
 def _fresh_product(term) -> bool:
