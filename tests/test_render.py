@@ -109,7 +109,7 @@ def test_per_weight_compiles(tmp_path):
     spec = built_specs()["xor"]
     source = render_latex(derive(spec), per_weight=xor_per_weight(spec))
     assert "Every weight, in scalars" in source
-    assert r"\frac{\partial L}{\partial w^{(1)}_{01}}" in source
+    assert r"\frac{\partial \ell}{\partial w^{(1)}_{01}}" in source
     compile_latex(source, tmp_path)
 
 

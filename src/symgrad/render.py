@@ -219,6 +219,7 @@ class _Builder:
         sizes.update({k: (v + (1,))[:2] for k, v in self.graph.params.items()})
         self.sizes = sizes
         self.printer = DerivationLatexPrinter(sizes=sizes)
+        self.lemmas: dict[tuple, int] = {}  # activation -> the step that derived f'
         self.scalar = DerivationLatexPrinter(arrays=False)
 
     # -- helpers
@@ -346,8 +347,10 @@ class _Builder:
         view = self.view(step, f"activation ${fname}$, elementwise",
                          rf"The activation acts on every entry of ${self.sym(step.target)}$'s "
                          "weighted input separately:")
-        view.scalar.append(layout(rf"{fname}(z)", step.detail["function"].subs(primitives.x, z),
-                                  self.scalar))
+        definition = layout(rf"{fname}(z)", step.detail["function"].subs(primitives.x, z),
+                            self.scalar)
+        if _bare(definition.lines[0]) != _bare(rf"{fname}(z)"):  # not "tanh(z) = tanh(z)"
+            view.scalar.append(definition)
         return view
 
     def step_softmax_forward(self, step) -> StepView:
@@ -386,12 +389,16 @@ class _Builder:
     def step_loss_derivative(self, step) -> StepView:
         view = self.view(step, "derivative of the loss",
                          "SymPy differentiates the per-output loss with respect to the output:")
-        view.scalar.append(layout(r"\frac{\partial l}{\partial y}", step.detail["derivative"],
-                                  self.scalar))
+        view.scalar.append(layout(r"\frac{\partial l}{\partial y}",
+                                  _common_factor(step.detail["derivative"]), self.scalar))
         where = "every entry of the output"
         if self.spec.loss.reduction == "mean":
             where += r", with the $\frac{1}{N}$ of the mean"
         view.prose.append(f"Applied to {where}:")
+        shown = _common_factor(step.expr)
+        if shown != step.expr:  # 2 (A - T), not 2 A - 2 T
+            view.equation = layout(self.sym(step.target), shown, self.printer,
+                                   tag=step.number, note=self.shape(step.shape))
         return view
 
     def activation_scalar(self, step) -> list[Equation]:
@@ -403,6 +410,10 @@ class _Builder:
         simpler = None if step.detail.get("slope") is not None else _simplified(derivative)
         if simpler is not None:
             lines.append(self.scalar.doprint(simpler.subs(primitives.x, z)))
+        activation = step.detail.get("activation")
+        if activation is not None and activation.expr is None and activation.kind == "sigmoid":
+            # the algebra between e^{-z}/(1 + e^{-z})^2 and sigma (1 - sigma)
+            lines.append(r"\frac{1}{1 + e^{- z}} \cdot \frac{e^{- z}}{1 + e^{- z}}")
         slope = step.detail.get("slope")
         if slope is not None:
             named = named_function(fname, "F")(z)
@@ -425,7 +436,18 @@ class _Builder:
                          rf"Each entry of ${self.sym(step.target.replace('delta', 'a'))}$ "
                          "depends only on the same entry of the weighted input, so the chain "
                          "rule is an entrywise product. SymPy differentiates the activation:")
-        view.scalar = self.activation_scalar(step)
+        key = (fname, str(step.detail["function"]))
+        if key in self.lemmas:  # each activation's derivative is worked out once
+            view.prose[0] = (rf"Each entry of ${self.sym(step.target.replace('delta', 'a'))}$ "
+                             "depends only on the same entry of the weighted input; "
+                             f"${fname}'$ is as in step ({self.lemmas[key]}).")
+        else:
+            self.lemmas[key] = step.number
+            view.scalar = self.activation_scalar(step)
+            activation = step.detail.get("activation")
+            if activation is not None and activation.expr is None \
+                    and activation.kind == "sigmoid":
+                view.prose.append(r"since $e^{-z} / (1 + e^{-z}) = 1 - \sigma(z)$.")
         if step.detail.get("slope") is not None:
             view.prose.append(r"Written with the forward value $a$, which the forward pass "
                               "already computed, the local gradient multiplies entrywise "
@@ -804,7 +826,8 @@ class _Builder:
                 if p != param:
                     continue
                 lhs, rhs = self.matrix_entry(p, idx)
-                eq = layout(self.weight_symbol(p, idx), expr, scalar)
+                eq = layout(self.weight_symbol(p, idx, r"\ell" if samples is None else "L"),
+                            expr, scalar)  # one sample: the derivative of its loss
                 inline = not eq.multiline and not eq.resize and latex_width(
                     lhs + rhs + eq.lhs + eq.lines[0]) < LINE_WIDTH + 12
                 if not runs or runs[-1]["inline"] != inline or not inline:
@@ -816,9 +839,9 @@ class _Builder:
                  "mean": self.spec.loss.reduction == "mean",
                  "decay": bool(self.spec.loss.weight_decay)}]
 
-    def weight_symbol(self, param: str, idx: tuple) -> str:
+    def weight_symbol(self, param: str, idx: tuple, loss: str = "L") -> str:
         head = entry(param, _index(idx if param.startswith("W") else idx[:1]))
-        return rf"\frac{{\partial L}}{{\partial {head}}}"
+        return rf"\frac{{\partial {loss}}}{{\partial {head}}}"
 
     def matrix_entry(self, param: str, idx: tuple | None) -> tuple[str, str]:
         """``(dL/dW)_{ji} = sum_n delta_nj a_ni`` for one entry (or in general, idx None).
@@ -886,6 +909,26 @@ def _span(numbers: list[int]) -> str:
     if not numbers:
         return ""
     return f"({numbers[0]})" if len(numbers) == 1 else f"({numbers[0]})--({numbers[-1]})"
+
+
+def _common_factor(expr):
+    """``2 y - 2 t`` as ``2 (y - t)``: a common factor taken out of a sum, for display."""
+    if not isinstance(expr, sp.Expr) or isinstance(expr, sp.MatrixExpr):
+        return expr
+    factored = sp.factor_terms(expr)
+    sums = [f for f in sp.Mul.make_args(factored) if isinstance(f, sp.Add)]
+    if len(sums) != 1:
+        return expr
+    rest = sp.Mul(*[f for f in sp.Mul.make_args(factored) if f is not sums[0]])
+    if rest == 1 or sp.Mul(*[f for f in sp.Mul.make_args(expr)
+                             if not isinstance(f, sp.Add)]) == rest:
+        return expr  # nothing new came out
+    return sp.Mul(rest, sums[0], evaluate=False)
+
+
+def _bare(text: str) -> str:
+    """LaTeX without sizing and spacing, to compare what two pieces say."""
+    return re.sub(r"\\(left|right|mathopen\{\})|\s", "", text)
 
 
 def _pair_text(a: int, b: int) -> str:
