@@ -106,6 +106,15 @@ class Total(sp.Function):
     nargs = 1
 
 
+class OnesLike(sp.Function):
+    """An array of ones shaped like its argument: a constant derivative as a whole array."""
+
+    nargs = 1
+
+    def _numpycode(self, printer) -> str:
+        return f"np.ones_like({printer._print(self.args[0])})"
+
+
 class RowSum(sp.Function):
     """Row sums of a batch-first array, kept as an (N, 1) column."""
 

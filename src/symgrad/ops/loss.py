@@ -17,7 +17,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .. import naming, primitives
-from ..symbolic import LogSumExp, Total, stabilize
+from ..symbolic import LogSumExp, OnesLike, Total, stabilize
 from .registry import Op, Rule, Term, register
 
 
@@ -82,8 +82,12 @@ class Loss(Op):
                                 slope=primitives.in_forward_terms(node.activation.forward())))
                 return
         dl_dy = primitives.loss_derivative(per_output)
-        yield Term(node.name, d.reduction() * dl_dy.subs({primitives.y: y, primitives.t: t}),
-                   "loss_derivative", dict(derivative=dl_dy, per_output=per_output))
+        expr = d.reduction() * dl_dy.subs({primitives.y: y, primitives.t: t})
+        # A loss linear in y has a constant dl/dy: the code still needs a whole array.
+        code = expr * OnesLike(y) if not dl_dy.free_symbols & {primitives.y, primitives.t} \
+            else None
+        yield Term(node.name, expr, "loss_derivative",
+                   dict(derivative=dl_dy, per_output=per_output, code=code))
 
 
 @lru_cache(maxsize=None)
