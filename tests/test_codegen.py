@@ -393,17 +393,18 @@ def test_unknown_dtype_is_refused():
 
 
 def _locals_at_return(function, *args, inside=None):
-    """Every local variable of ``inside`` (default: ``function``) when it returns.
+    """Every local variable ``inside`` (default: ``function``) had, line by line.
 
-    ``function(*args)`` is called; the locals are those of the last call of
-    ``inside`` made during it: its intermediates.
+    ``function(*args)`` is called; the locals are those of the calls of
+    ``inside`` made during it: its intermediates, including those it deletes
+    once their last reader has run.
     """
     seen = {}
     code = (inside or function).__code__
 
     def tracer(frame, event, arg):
         if frame.f_code is code:
-            if event == "return":
+            if event in ("line", "return"):
                 seen.update(frame.f_locals)
             return tracer
         return None

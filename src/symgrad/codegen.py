@@ -35,6 +35,7 @@ import sympy as sp
 from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
+from .ops import normalisation
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
@@ -134,10 +135,10 @@ def _comment(step: Step) -> str:
     return f"({step.number}) {text}"
 
 
-def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=None
-           ) -> list[Line]:
+def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=None,
+           free=False) -> list[Line]:
     """The steps of one generated function, with its memory plan (see :mod:`.inplace`)."""
-    statements = plan(steps, printer, live_out=live_out)
+    statements = plan(steps, printer, live_out=live_out, free=free)
     comments = comments or {}
     lines = []
     for step, planned in zip(steps, statements):
@@ -206,20 +207,24 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     output = graph.node(graph.output)
     forward_steps, loss_step = derivation.forward, derivation.loss_step
     # forward(): only the output is returned.
-    forward = _lines(printer, forward_steps, live_out={output.name})
+    norm = normalisation.codegen_context(derivation)  # running statistics, dropout, ids
+    forward = _lines(printer, normalisation.evaluation_steps(forward_steps),
+                     live_out={output.name})
     # loss(): the forward steps the loss reads.
     wanted = _needed(forward_steps, set(reads(loss_step.code_expr)))
     forward_for_loss = _lines(printer, wanted + [loss_step], live_out=set())[:-1]
     loss_only = _lines(printer, [loss_step], live_out=set())[0]
     # loss_and_grad(): forward, loss, backward; what the loss shares with the backward
     # pass is computed once, before the loss.
-    reused, hoisted = _hoist_into_loss(loss_step, derivation.backward)
+    computed = normalisation.computed(derivation.backward)
+    reused, hoisted = _hoist_into_loss(loss_step, computed)
     reused, shared_forward, comments = _share_log_softmax(reused, forward_steps)
-    backward_steps = [step for step in derivation.backward if step not in hoisted]
+    backward_steps = [step for step in computed if step not in hoisted]
     comments["loss"] = _comment(reused) + "".join(
         f", reusing {step.target} from ({step.number})" for step in hoisted)
     gradient_lines = _lines(printer, shared_forward + hoisted + [reused] + backward_steps,
-                            live_out=set(derivation.gradients.values()), comments=comments)
+                            live_out=set(derivation.gradients.values()) | norm["live"],
+                            comments=comments, free=True)
     split = len(shared_forward) + len(hoisted)
     forward_for_grad, loss_line = gradient_lines[:split], gradient_lines[split]
     backward = gradient_lines[split + 1:]
@@ -231,6 +236,14 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         command += f" --dtype {dtype}"
     layers = []
     for index, layer in enumerate(spec.layers, start=1):
+        if naming.input_weight(index) in graph.params:  # a recurrent layer: W_xh, W_hh, b
+            kind = spec.init.kind if layer.init is None else layer.init
+            layers += [{"weight": naming.input_weight(index), "init": kind, "receptive": None,
+                        "bias": naming.bias(index) if layer.bias else None,
+                        "activation": layer.activation.kind},
+                       {"weight": naming.recurrent_weight(index), "init": kind, "bias": None,
+                        "activation": layer.activation.kind, "receptive": None}]
+            continue
         weight = naming.kernel(index) if layer.kind == "conv2d" else naming.weight(index)
         if weight not in graph.params:
             continue  # pooling and flatten have no parameters
@@ -239,6 +252,7 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
                        "init": kind, "activation": layer.activation.kind,
                        "receptive": math.prod(graph.params[weight][2:]) if layer.kind == "conv2d"
                        else None})
+    layers += norm["init_layers"]
     backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
                                  loss_line.reads)
     for name in [*graph.params, *(node.name for node in graph.nodes),
@@ -248,15 +262,16 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     source = template.render(
         py=py_literal, doc=text_fragment, comment=comment_text,
         spec=spec, version=__version__, spec_path=spec_path, command=command, dtype=dtype,
-        params=graph.params, forward=forward, forward_for_loss=forward_for_loss,
+        params=dict(graph.params, **norm["buffers"]), forward=forward, forward_for_loss=forward_for_loss,
         forward_for_grad=forward_for_grad, loss_only=loss_only,
         uses_n=naming.BATCH in backward_reads, uses_decay=naming.DECAY in backward_reads,
         loss=loss_line, backward=backward,
         output=output.name, layers=layers, helpers=sorted(printer.helpers),
         kernels=_kernel_sources(printer.helpers), input_shape=spec.input_shape,
-        gradients=derivation.gradients, architecture=_architecture(spec),
+        gradients=dict(derivation.gradients, **norm["zero_grads"]), architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,
-        init_range=spec.init.range, classes=output.activation.vector,
+        init_range=spec.init.range, classes=output.activation.vector, norm=norm,
+        sequence=_sequence(spec),
     )
     ast.parse(source)  # a template or printer fault fails here, not on import
     return source
@@ -272,6 +287,14 @@ def _kernel_sources(helpers: set[str]) -> list[str]:
     return sources
 
 
+def _sequence(spec: NetworkSpec) -> dict | None:
+    """Sequence data: T steps of F features; per-step targets (N, T, K) or last-step (N, K)."""
+    if spec.input_shape is None or len(spec.input_shape) != 2:
+        return None
+    steps, features = spec.input_shape
+    return {"steps": steps, "features": features, "per_step": len(spec.layers[-1].shape) == 2}
+
+
 def _architecture(spec: NetworkSpec) -> str:
     if spec.input_shape is None:
         sizes = [str(spec.n_inputs)] + [str(layer.units) for layer in spec.layers]
@@ -280,7 +303,7 @@ def _architecture(spec: NetworkSpec) -> str:
         sizes = ["x".join(map(str, spec.input_shape))] + [_layer_text(layer)
                                                           for layer in spec.layers]
         kinds = ", ".join(layer.activation.kind for layer in spec.layers
-                          if layer.kind in ("dense", "conv2d"))
+                          if layer.kind in ("dense", "conv2d", "rnn"))
     # The parsed expression, never the user's text (which may carry a comment).
     loss = (spec.loss.kind if spec.loss.expr is None
             else f"custom ({sp.sstr(spec.loss.per_output())})")
@@ -290,6 +313,8 @@ def _architecture(spec: NetworkSpec) -> str:
 def _layer_text(layer) -> str:
     """One layer in words: ``conv 8@3x3``, ``maxpool 2x2``, ``flatten``, ``10``."""
     window = "x".join(map(str, layer.kernel))
+    if layer.kind in ("rnn", "lstm", "gru"):
+        return f"{layer.kind} {layer.units}" + ("" if len(layer.shape) == 2 else " (last step)")
     return {"conv2d": f"conv {layer.units}@{window}", "maxpool2d": f"maxpool {window}",
             "avgpool2d": f"avgpool {window}", "flatten": "flatten"}.get(layer.kind,
                                                                         str(layer.units))

@@ -33,6 +33,7 @@ a1 = np.tanh(z1, out=z1)
 da1_dz1 = np.square(a1)
 np.subtract(1, da1_dz1, out=da1_dz1)
 delta1 = np.multiply(dL_da1, da1_dz1, out=dL_da1)
+del da1_dz1
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def _variables(expr):
             yield from _variables(arg)
 
 
-def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
+def plan(steps, printer, *, live_out, owned=None, free=False) -> list[tuple[str, ...]]:
     """The statements of every step; a step of phase "loss" gets none (the template prints it).
 
     ``live_out``: names read after the last step (returned values).  ``owned``:
     arrays, with their shapes, that the function made before the first step.
+    ``free``: after its last reader, ``del`` each array the function made, so a
+    long backward pass holds only the deltas it still needs.
     """
     buffer = {name: name for name in (owned or {})}  # name -> the array it is stored in
     shape = dict(owned or {})
@@ -77,7 +80,7 @@ def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
     live = _Live(last_read)
     for name in buffer:
         live.store(name, name)
-    out = []
+    out, made = [], set()  # made: the arrays this function computed
     for index, step in enumerate(steps):
         if step.phase == "loss":
             out.append(())
@@ -101,6 +104,16 @@ def plan(steps, printer, *, live_out, owned=None) -> list[tuple[str, ...]]:
             shape.setdefault(home, tuple(step.shape))
         if statements is None:
             statements = (f"{step.target} = {printer.doprint(expr)}",)
+        made.add(step.target)
+        if free:  # arrays whose last reader this was: drop every name bound to them
+            dying = {buffer[name] for name in step_reads[index] if name in buffer}
+            dead = sorted(name for name, home in buffer.items()
+                          if home in dying and home not in live and name in made
+                          and name != step.target)
+            if dead:
+                statements = (*statements, f"del {', '.join(dead)}")
+                for name in dead:
+                    del buffer[name]
         out.append(statements)
     return out
 
@@ -202,7 +215,8 @@ def _statements(target, name, path, printer, scratch) -> tuple[str, ...] | None:
     if path and path[0][0] == "mul" and not path[0][1].is_Number:
         factor = printer.into(path[0][1], scratch)
         if factor is not None and len(factor) > 1:  # a compound factor: one temporary, not two
-            lines = factor + [f"{target} = np.multiply({name}, {scratch}, out={name})"]
+            lines = factor + [f"{target} = np.multiply({name}, {scratch}, out={name})",
+                              f"del {scratch}"]
             path = path[1:]
     for operation in path:
         first = not lines
