@@ -64,6 +64,16 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _log_softmax(z):
+    """Row-wise log-softmax and softmax with one exp: z - m - log(s) and exp(z - m) / s."""
+    log_p = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(log_p)
+    s = p.sum(axis=-1, keepdims=True)
+    p /= s
+    log_p -= np.log(s)
+    return log_p, p
+
+
 def _logsumexp(z):
     """Row-wise log(sum(exp(z))) as a column, shifted by the row maximum."""
     m = z.max(axis=1, keepdims=True)
@@ -216,9 +226,9 @@ def loss_and_grad(params, X, T, *, seed=0, stats=None):
     # (12) layer 4: weighted inputs plus bias
     z4 = a3 @ W4.T
     z4 += b4
-    # (13) layer 4: softmax activation, as the exp of its log (the loss reads the log)
-    log_a4 = z4 - _logsumexp(z4)
-    a4 = np.exp(log_a4)
+    # (13) layer 4: softmax activation and its log (the loss reads the log), with one exp
+    log_a4, a4 = _log_softmax(z4)
+    del z4
     # (14) the loss
     loss = float(-np.vdot(T, log_a4)/n)
     # Backward pass.
@@ -227,24 +237,30 @@ def loss_and_grad(params, X, T, *, seed=0, stats=None):
     delta4 /= n
     # (16) dL/dW4 = delta4^T times the layer input, summed over the batch
     dL_dW4 = delta4.T @ a3
+    del a3
     # (17) dL/db4 = delta4 summed over the batch
     dL_db4 = delta4.sum(axis=0)
     # (18) dL/da3: chain rule back through the next dense layer
     dL_da3 = delta4 @ W4
+    del a4, delta4
     # (19) dL/da2: through dropout, times the mask of layer 3
     dL_da2 = np.multiply(dL_da3, m3, out=dL_da3)
+    del m3
     # (20) delta2: chain rule through relu, f' = Heaviside(a)
     delta2 = np.multiply(dL_da2, a2 > 0, out=dL_da2)
+    del a2, z2
     # (21) dL/dgamma2 = delta times the normalised input, summed over the batch
     dL_dgamma2 = (delta2*xhat2).sum(axis=0)
     # (22) dL/dbeta2 = delta summed over the batch
     dL_dbeta2 = delta2.sum(axis=0)
     # (28) dL/da1: closed form through the normalisation of layer 2 (proved equal to the staged chain rule)
     dL_da1 = _norm_grad_input(delta2, xhat2, rstd2, gamma2, 0)
+    del a1, dL_da2, dL_da3, delta2, rstd2, xc2, xhat2, z1
     # (29) delta1: chain rule through the identity
     delta1 = dL_da1
     # (30) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
+    del dL_da1, delta1
     if stats is not None:  # the batch statistics, for train() to refresh the running ones
         stats["running_mean2"] = mu2.reshape(-1)
         stats["running_var2"] = var2.reshape(-1) * (len(X) / (len(X) - 1))

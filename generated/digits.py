@@ -49,10 +49,21 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _log_softmax(z):
+    """Row-wise log-softmax and softmax with one exp: z - m - log(s) and exp(z - m) / s."""
+    log_p = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(log_p)
+    s = p.sum(axis=-1, keepdims=True)
+    p /= s
+    log_p -= np.log(s)
+    return log_p, p
+
+
 def _logsumexp(z):
     """Row-wise log(sum(exp(z))) as a column, shifted by the row maximum."""
     m = z.max(axis=1, keepdims=True)
     return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
 
 
 def init_params(seed=0, dtype=DTYPE):
@@ -88,7 +99,7 @@ def forward(params, X):
 
 def predict(params, X):
     """Predictions: the most probable class of each row."""
-    return forward(params, X).argmax(axis=1)
+    return forward(params, X).argmax(axis=-1)
 
 
 def loss(params, X, T):
@@ -120,9 +131,9 @@ def loss_and_grad(params, X, T):
     # (3) layer 2: weighted inputs plus bias
     z2 = a1 @ W2.T
     z2 += b2
-    # (4) layer 2: softmax activation, as the exp of its log (the loss reads the log)
-    log_a2 = z2 - _logsumexp(z2)
-    a2 = np.exp(log_a2)
+    # (4) layer 2: softmax activation and its log (the loss reads the log), with one exp
+    log_a2, a2 = _log_softmax(z2)
+    del z2
     # (5) the loss
     loss = float((1/2)*WEIGHT_DECAY*(np.vdot(W1, W1) + np.vdot(W2, W2)) + -np.vdot(T, log_a2)/n)
     # Backward pass.
@@ -136,13 +147,19 @@ def loss_and_grad(params, X, T):
     dL_db2 = delta2.sum(axis=0)
     # (9) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
+    del a2, delta2
     # (10) delta1: chain rule through tanh, f' = 1 - a**2
-    delta1 = np.multiply(dL_da1, 1 - a1**2, out=dL_da1)
+    da1_dz1 = np.square(a1)
+    np.subtract(1, da1_dz1, out=da1_dz1)
+    delta1 = np.multiply(dL_da1, da1_dz1, out=dL_da1)
+    del da1_dz1
+    del a1, z1
     # (11) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     dL_dW1 += WEIGHT_DECAY * W1
     # (12) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
+    del dL_da1, delta1
     return loss, {
         "W1": dL_dW1,
         "b1": dL_db1,

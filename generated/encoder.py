@@ -55,6 +55,7 @@ def _sigmoid(z, out=None):
     return np.reciprocal(s, out=s)
 
 
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: W1 uniform, W2 uniform in [-0.5, 0.5]."""
     rng = np.random.default_rng(seed)
@@ -128,19 +129,29 @@ def loss_and_grad(params, X, T):
     loss = float((1/2)*np.vdot(dL_da2, dL_da2))
     # Backward pass.
     # (7) delta2: chain rule through sigmoid, f' = a*(1 - a)
-    delta2 = np.multiply(dL_da2, a2*(1 - a2), out=dL_da2)
+    da2_dz2 = np.subtract(1, a2)
+    da2_dz2 *= a2
+    delta2 = np.multiply(dL_da2, da2_dz2, out=dL_da2)
+    del da2_dz2
+    del a2, z2
     # (8) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1
     # (9) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
     # (10) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
+    del dL_da2, delta2
     # (11) delta1: chain rule through sigmoid, f' = a*(1 - a)
-    delta1 = np.multiply(dL_da1, a1*(1 - a1), out=dL_da1)
+    da1_dz1 = np.subtract(1, a1)
+    da1_dz1 *= a1
+    delta1 = np.multiply(dL_da1, da1_dz1, out=dL_da1)
+    del da1_dz1
+    del a1, z1
     # (12) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (13) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
+    del dL_da1, delta1
     return loss, {
         "W1": dL_dW1,
         "b1": dL_db1,

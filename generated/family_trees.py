@@ -63,6 +63,7 @@ def _sigmoid(z, out=None):
     return np.reciprocal(s, out=s)
 
 
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: W1 uniform, W2 uniform, W3 uniform, W4 uniform, W5 uniform in [-0.3, 0.3]."""
     rng = np.random.default_rng(seed)
@@ -196,23 +197,37 @@ def loss_and_grad(params, X, T):
     loss = float((1/2)*np.vdot(dL_da5, dL_da5))
     # Backward pass.
     # (13) delta5: chain rule through sigmoid, f' = a*(1 - a)
-    delta5 = np.multiply(dL_da5, a5*(1 - a5), out=dL_da5)
+    da5_dz5 = np.subtract(1, a5)
+    da5_dz5 *= a5
+    delta5 = np.multiply(dL_da5, da5_dz5, out=dL_da5)
+    del da5_dz5
+    del a5, z5
     # (14) dL/dW5 = delta5^T times the layer input, summed over the batch
     dL_dW5 = delta5.T @ a4
     # (15) dL/db5 = delta5 summed over the batch
     dL_db5 = delta5.sum(axis=0)
     # (16) dL/da4: chain rule back through the next dense layer
     dL_da4 = delta5 @ W5
+    del dL_da5, delta5
     # (17) delta4: chain rule through sigmoid, f' = a*(1 - a)
-    delta4 = np.multiply(dL_da4, a4*(1 - a4), out=dL_da4)
+    da4_dz4 = np.subtract(1, a4)
+    da4_dz4 *= a4
+    delta4 = np.multiply(dL_da4, da4_dz4, out=dL_da4)
+    del da4_dz4
+    del a4, z4
     # (18) dL/dW4 = delta4^T times the layer input, summed over the batch
     dL_dW4 = delta4.T @ a3
     # (19) dL/db4 = delta4 summed over the batch
     dL_db4 = delta4.sum(axis=0)
     # (20) dL/da3: chain rule back through the next dense layer
     dL_da3 = delta4 @ W4
+    del dL_da4, delta4
     # (21) delta3: chain rule through sigmoid, f' = a*(1 - a)
-    delta3 = np.multiply(dL_da3, a3*(1 - a3), out=dL_da3)
+    da3_dz3 = np.subtract(1, a3)
+    da3_dz3 *= a3
+    delta3 = np.multiply(dL_da3, da3_dz3, out=dL_da3)
+    del da3_dz3
+    del a3, z3
     # (22) dL/dW3 = delta3^T times the layer input, summed over the batch
     dL_dW3 = np.hstack([delta3.T @ a1, delta3.T @ a2])
     # (23) dL/db3 = delta3 summed over the batch
@@ -220,19 +235,30 @@ def loss_and_grad(params, X, T):
     # (24) dL/da2: chain rule back through the next dense layer
     dL_da2 = delta3 @ W3[:, 6:12]
     # (25) delta2: chain rule through sigmoid, f' = a*(1 - a)
-    delta2 = np.multiply(dL_da2, a2*(1 - a2), out=dL_da2)
+    da2_dz2 = np.subtract(1, a2)
+    da2_dz2 *= a2
+    delta2 = np.multiply(dL_da2, da2_dz2, out=dL_da2)
+    del da2_dz2
+    del a2, z2
     # (26) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ X[:, 24:36]
     # (27) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
+    del dL_da2, delta2
     # (28) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta3 @ W3[:, 0:6]
+    del dL_da3, delta3
     # (29) delta1: chain rule through sigmoid, f' = a*(1 - a)
-    delta1 = np.multiply(dL_da1, a1*(1 - a1), out=dL_da1)
+    da1_dz1 = np.subtract(1, a1)
+    da1_dz1 *= a1
+    delta1 = np.multiply(dL_da1, da1_dz1, out=dL_da1)
+    del da1_dz1
+    del a1, z1
     # (30) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X[:, 0:24]
     # (31) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
+    del dL_da1, delta1
     return loss, {
         "W1": dL_dW1,
         "b1": dL_db1,

@@ -55,6 +55,16 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _log_softmax(z):
+    """Row-wise log-softmax and softmax with one exp: z - m - log(s) and exp(z - m) / s."""
+    log_p = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(log_p)
+    s = p.sum(axis=-1, keepdims=True)
+    p /= s
+    log_p -= np.log(s)
+    return log_p, p
+
+
 def _logsumexp(z):
     """Row-wise log(sum(exp(z))) as a column, shifted by the row maximum."""
     m = z.max(axis=1, keepdims=True)
@@ -136,6 +146,7 @@ def _maxpool2d_grad(G, A, kernel, stride):
             dA[:, :, u:u + sh * ho:sh, v:v + sw * wo:sw] += G * hit
     return dA
 
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: K1 he, K3 he, W6 he."""
     rng = np.random.default_rng(seed)
@@ -185,7 +196,7 @@ def forward(params, X):
 
 def predict(params, X):
     """Predictions: the most probable class of each row."""
-    return forward(params, X).argmax(axis=1)
+    return forward(params, X).argmax(axis=-1)
 
 
 def loss(params, X, T):
@@ -237,9 +248,9 @@ def loss_and_grad(params, X, T):
     # (8) layer 6: weighted inputs plus bias
     z6 = a5 @ W6.T
     z6 += b6
-    # (9) layer 6: softmax activation, as the exp of its log (the loss reads the log)
-    log_a6 = z6 - _logsumexp(z6)
-    a6 = np.exp(log_a6)
+    # (9) layer 6: softmax activation and its log (the loss reads the log), with one exp
+    log_a6, a6 = _log_softmax(z6)
+    del z6
     # (10) the loss
     loss = float((1/2)*WEIGHT_DECAY*(np.vdot(K1, K1) + np.vdot(K3, K3) + np.vdot(W6, W6)) + -np.vdot(T, log_a6)/n)
     # Backward pass.
@@ -249,30 +260,39 @@ def loss_and_grad(params, X, T):
     # (12) dL/dW6 = delta6^T times the layer input, summed over the batch
     dL_dW6 = delta6.T @ a5
     dL_dW6 += WEIGHT_DECAY * W6
+    del a4, a5
     # (13) dL/db6 = delta6 summed over the batch
     dL_db6 = delta6.sum(axis=0)
     # (14) dL/da5: chain rule back through the next dense layer
     dL_da5 = delta6 @ W6
+    del a6, delta6
     # (15) dL/da4: the gradient row reshaped back to channels, rows, columns
     dL_da4 = dL_da5.reshape(dL_da5.shape[0], 32, 2, 2)
     # (16) dL/da3: each gradient routed to the arg-max of its window
     dL_da3 = _maxpool2d_grad(dL_da4, a3, (2, 2), (2, 2))
+    del dL_da4, dL_da5
     # (17) delta3: chain rule through relu, f' = Heaviside(a)
     delta3 = np.multiply(dL_da3, a3 > 0, out=dL_da3)
+    del a3, z3
     # (18) dL/dK3 = input correlated with delta3, summed over the batch and positions
     dL_dK3 = K3*WEIGHT_DECAY + _conv2d_grad_kernel(a2, delta3, (1, 1), (1, 1), (3, 3))
+    del a2
     # (19) dL/db3 = delta3 summed over the batch and positions
     dL_db3 = _channel_sum(delta3)
     # (20) dL/da2: delta3 fully convolved with K3 rotated 180 degrees
     dL_da2 = _conv2d_grad_input(delta3, K3, (1, 1), (1, 1), (4, 4))
+    del dL_da3, delta3
     # (21) dL/da1: each gradient routed to the arg-max of its window
     dL_da1 = _maxpool2d_grad(dL_da2, a1, (2, 2), (2, 2))
+    del dL_da2
     # (22) delta1: chain rule through relu, f' = Heaviside(a)
     delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)
+    del a1, z1
     # (23) dL/dK1 = input correlated with delta1, summed over the batch and positions
     dL_dK1 = K1*WEIGHT_DECAY + _conv2d_grad_kernel(X, delta1, (1, 1), (2, 2), (5, 5))
     # (24) dL/db1 = delta1 summed over the batch and positions
     dL_db1 = _channel_sum(delta1)
+    del dL_da1, delta1
     return loss, {
         "K1": dL_dK1,
         "b1": dL_db1,

@@ -42,6 +42,7 @@ TRAINING = {
 }
 
 
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: W1 xavier, W2 xavier, W3 xavier."""
     rng = np.random.default_rng(seed)
@@ -145,20 +146,25 @@ def loss_and_grad(params, X, T):
     dL_db3 = delta3.sum(axis=0)
     # (12) dL/da2: chain rule back through the next dense layer
     dL_da2 = delta3 @ W3
+    del a3, dL_da3, delta3, z3
     # (13) delta2: chain rule through relu, f' = Heaviside(a)
     delta2 = np.multiply(dL_da2, a2 > 0, out=dL_da2)
+    del a2, z2
     # (14) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ a1
     # (15) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
     # (16) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2
+    del dL_da2, delta2
     # (17) delta1: chain rule through relu, f' = Heaviside(a)
     delta1 = np.multiply(dL_da1, a1 > 0, out=dL_da1)
+    del a1, z1
     # (18) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (19) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
+    del dL_da1, delta1
     return loss, {
         "W1": dL_dW1,
         "b1": dL_db1,

@@ -55,6 +55,7 @@ def _sigmoid(z, out=None):
     return np.reciprocal(s, out=s)
 
 
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: W1 xavier, W2 xavier."""
     rng = np.random.default_rng(seed)
@@ -133,16 +134,20 @@ def loss_and_grad(params, X, T):
     delta2 /= n
     # (7) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = np.hstack([delta2.T @ X, delta2.T @ a1])
+    del a1
     # (8) dL/db2 = delta2 summed over the batch
     dL_db2 = delta2.sum(axis=0)
     # (9) dL/da1: chain rule back through the next dense layer
     dL_da1 = delta2 @ W2[:, 3:7]
+    del a2, delta2
     # (10) delta1: chain rule through custom, f' = x*(1 - tanh(log(exp(x) + 1))**2)*exp(x)/(exp(x) + 1) + tanh(log(exp(x) + 1))
     delta1 = np.multiply(dL_da1, z1*(1 - np.tanh(np.logaddexp(0, z1))**2)*_sigmoid(z1) + np.tanh(np.logaddexp(0, z1)), out=dL_da1)
+    del z1
     # (11) dL/dW1 = delta1^T times the layer input, summed over the batch
     dL_dW1 = delta1.T @ X
     # (12) dL/db1 = delta1 summed over the batch
     dL_db1 = delta1.sum(axis=0)
+    del dL_da1, delta1
     return loss, {
         "W1": dL_dW1,
         "b1": dL_db1,

@@ -77,8 +77,9 @@ def _problem(module, seed):
     rng = np.random.default_rng(seed)
     params = {k: v + rng.uniform(-0.3, 0.3, v.shape) for k, v in module.init_params(seed).items()}
     X = rng.uniform(-1, 1, (4, module.N_INPUTS))
-    T = (np.eye(module.N_OUTPUTS)[rng.integers(0, module.N_OUTPUTS, 4)] if module.CLASSES
-         else rng.uniform(0.05, 0.95, (4, module.N_OUTPUTS)))
+    shape = getattr(module, "TARGET_SHAPE", (module.N_OUTPUTS,))  # per-step outputs: (T, K)
+    T = (np.eye(shape[-1])[rng.integers(0, shape[-1], (4, *shape[:-1]))].reshape(4, -1)
+         if module.CLASSES else rng.uniform(0.05, 0.95, (4, module.N_OUTPUTS)))
     return params, X, T
 
 

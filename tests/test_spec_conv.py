@@ -240,7 +240,7 @@ def test_last_layer_must_be_dense():
     ("kernel = 3\n", "kernel = 1e9\n", "layers[1].kernel", ["expected an integer"]),
     ("padding = 1\n", "padding = -1\n", "layers[1].padding", ["at least 0"]),
     ("size = 2\n", "size = 9223372036854775807\n", "layers[2].size", ["at most 100,000"]),
-    ("shape = [1, 12, 12]", "shape = [1, 12]", "inputs.shape", ["[channels, height, width]"]),
+    ("shape = [1, 12, 12]", "shape = [1, 2, 12, 12]", "inputs.shape", ["[channels, height, width]"]),
     ("shape = [1, 12, 12]", "shape = [1, 100000, 100000]", "inputs.shape", ["at most"]),
     ("shape = [1, 12, 12]", "shape = [1, 0, 12]", "inputs.shape", ["at least 1"]),
 ])

@@ -24,8 +24,10 @@ def random_problem(module, *, batch: int = 5, seed: int = 0):
     for value in params.values():  # biases start at zero: move them off it
         value += rng.uniform(-0.5, 0.5, value.shape)
     X = rng.uniform(-1, 1, (batch, module.N_INPUTS))
-    if module.CLASSES:
-        T = np.eye(module.N_OUTPUTS)[rng.integers(0, module.N_OUTPUTS, batch)]
+    shape = getattr(module, "TARGET_SHAPE", (module.N_OUTPUTS,))  # per-step: (T, K)
+    if module.CLASSES:  # one class per step
+        T = np.eye(shape[-1])[rng.integers(0, shape[-1], (batch, *shape[:-1]))]
+        T = T.reshape(batch, module.N_OUTPUTS)
     else:
         T = rng.uniform(0.05, 0.95, (batch, module.N_OUTPUTS))
     return params, X, T

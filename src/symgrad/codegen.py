@@ -138,7 +138,7 @@ def _comment(step: Step) -> str:
 def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=None,
            free=False) -> list[Line]:
     """The steps of one generated function, with its memory plan (see :mod:`.inplace`)."""
-    statements = plan(steps, printer, live_out=live_out, free=free)
+    statements = _one_exp(steps, plan(steps, printer, live_out=live_out, free=free), printer)
     comments = comments or {}
     lines = []
     for step, planned in zip(steps, statements):
@@ -146,6 +146,25 @@ def _lines(printer: ArrayCodePrinter, steps: list[Step], *, live_out, comments=N
         lines.append(Line(target, planned, printer.doprint(step.code_expr), step.number,
                           comments.get(target, _comment(step)), reads(step.code_expr)))
     return lines
+
+
+def _one_exp(steps: list[Step], statements: list[tuple], printer) -> list[tuple]:
+    """``log_a = z - logsumexp(z)`` then ``a = exp(log_a)`` as one call with one exp."""
+    statements = list(statements)
+    for i, (first, second) in enumerate(zip(steps, steps[1:])):
+        log_a = sp.Symbol(first.target, real=True)
+        code = first.code_expr
+        found = code.atoms(LogSumExp)
+        if second.code_expr != sp.exp(log_a) or len(found) != 1:
+            continue
+        (z,) = found.pop().args
+        if code != z - LogSumExp(z) or not statements[i] or not statements[i + 1]:
+            continue
+        printer.helpers.add("_log_softmax")
+        statements[i] = (f"{first.target}, {second.target} = _log_softmax({printer.doprint(z)})",
+                         *statements[i][1:])
+        statements[i + 1] = statements[i + 1][1:]
+    return statements
 
 
 def _hoist_into_loss(loss: Step, backward: list[Step]):
@@ -179,8 +198,8 @@ def _share_log_softmax(loss: Step, forward: list[Step]):
         loss = replace(loss, code=loss.code_expr.xreplace({log_softmax: name}))
         steps += [replace(step, target=name.name, code=log_softmax),
                   replace(step, code=sp.exp(name))]
-        comments[name.name] = (f"({step.number}) layer {step.layer}: softmax activation, "
-                               f"as the exp of its log (the loss reads the log)")
+        comments[name.name] = (f"({step.number}) layer {step.layer}: softmax activation and "
+                               f"its log (the loss reads the log), with one exp")
         comments[step.target] = None  # the second line of the same equation
     return loss, steps, comments
 

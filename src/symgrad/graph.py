@@ -140,6 +140,71 @@ def _flatten(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
     return [Node(naming.activation(index), "flatten", sources, inputs[0].size, index)]
 
 
+def _per_step(make):
+    """A layer that reads rows: each sequence source (dims (T, U)) first folded into rows."""
+    def build(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+        if not any(len(node.dims) == 2 for node in inputs):
+            return make(layer, index, sources, inputs, params)
+        views = [Node(naming.rows(node.name, index), "merge_time", (node.name,), node.dims[-1],
+                      index) if len(node.dims) == 2 else node for node in inputs]
+        made = make(layer, index, tuple(v.name for v in views), views, params)
+        return [v for v in views if v.op == "merge_time"] + made
+    return build
+
+
+#: Rows of each gate a recurrent kind stacks in W_xh, W_hh and b.
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _recurrent(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    """A recurrent layer over a sequence (a dense layer's rows are split back into one first)."""
+    nodes, source = [], inputs[0]
+    if len(source.dims) != 2:  # the rows of a per-step dense layer
+        source = Node(naming.steps(source.name, index), "split_time", (source.name,),
+                      layer.steps * source.size, index, dims=(layer.steps, source.size))
+        nodes.append(source)
+    rows = GATES[layer.kind] * layer.units
+    params[naming.input_weight(index)] = (rows, source.dims[-1])
+    params[naming.recurrent_weight(index)] = (rows, layer.units)
+    bias = naming.bias(index) if layer.bias else None
+    if bias:
+        params[bias] = (rows,)
+    dims = (layer.steps, layer.units)
+    sequences = len(layer.shape) == 2
+    states = naming.activation(index) if sequences else naming.hidden(index)
+    nodes.append(Node(states, layer.kind, (source.name,), math.prod(dims), index,
+                      activation=layer.activation, weight=naming.input_weight(index), bias=bias,
+                      dims=dims))
+    if not sequences:
+        nodes.append(Node(naming.activation(index), "last_step", (states,), layer.units, index))
+    return nodes
+
+
 #: The nodes each kind of layer adds: the last one is the layer's output.
-_LAYERS = {"dense": _dense, "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
-           "flatten": _flatten}
+_LAYERS = {"dense": _per_step(_dense), "conv2d": _conv2d, "maxpool2d": _pool, "avgpool2d": _pool,
+           "flatten": _flatten, "rnn": _recurrent, "lstm": _recurrent, "gru": _recurrent}
+
+
+def _norm(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    """Layer or batch norm (scale gamma, shift beta), then its activation."""
+    gamma, beta = naming.norm_scale(index), naming.norm_shift(index)
+    params[gamma] = params[beta] = (layer.units,)
+    z, a = naming.pre_activation(index), naming.activation(index)
+    return [Node(z, layer.kind, sources, layer.units, index, weight=gamma, bias=beta),
+            Node(a, "activation", (z,), layer.units, index, activation=layer.activation)]
+
+
+def _embedding(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    table = naming.embedding_table(index)
+    options = dict(layer.options)
+    params[table] = (options["vocab"], options["dim"])
+    return [Node(naming.activation(index), "embedding", sources, layer.units, index,
+                 weight=table)]
+
+
+def _dropout(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    return [Node(naming.activation(index), "dropout", sources, inputs[0].size, index,
+                 dims=inputs[0].dims)]
+
+
+_LAYERS.update(layernorm=_norm, batchnorm=_norm, embedding=_embedding, dropout=_dropout)

@@ -69,6 +69,83 @@ def block(weight_name: str, source: str) -> str:
     return f"{weight_name}__{source}"
 
 
+# Recurrent layers: W_xh (input to hidden), W_hh (hidden to hidden), the hidden states of a
+# layer whose output is its last state, the forward tape and the BPTT tuple.
+def input_weight(layer: int) -> str:
+    return f"Wx{layer}"
+
+
+def recurrent_weight(layer: int) -> str:
+    return f"Wh{layer}"
+
+
+def hidden(layer: int) -> str:
+    return f"h{layer}"
+
+
+def tape(layer: int) -> str:
+    return f"tape{layer}"
+
+
+def bptt(layer: int) -> str:
+    return f"bptt{layer}"
+
+
+def rows(name: str, layer: int) -> str:
+    """A sequence with time folded into the batch for ``layer``: (N, T, U) -> (N*T, U)."""
+    return f"rows{layer}_{name}"
+
+
+def steps(name: str, layer: int) -> str:
+    """Rows split back into sequences for ``layer``: (N*T, U) -> (N, T, U)."""
+    return f"seq{layer}_{name}"
+
+
+_RECURRENT = {"Wx": r"W_{{xh}}^{{({0})}}", "Wh": r"W_{{hh}}^{{({0})}}", "h": r"H^{{({0})}}",
+              "tape": r"\mathcal{{T}}^{{({0})}}", "bptt": r"\mathcal{{B}}^{{({0})}}"}
+
+
+def _recurrent_latex(name: str) -> str | None:
+    match = re.fullmatch(r"(Wx|Wh|h|tape|bptt)(\d+)", name)
+    if match:
+        return _RECURRENT[match.group(1)].format(match.group(2))
+    match = re.fullmatch(r"(rows|seq)\d+_(\w+)", name)
+    if match:
+        power = "" if match.group(1) == "rows" else "^{-1}"
+        return rf"\operatorname{{rows}}{power}\left({latex(match.group(2))}\right)"
+    return None
+
+
+# Normalisation, embedding and dropout: scale and shift, the stages of the forward pass,
+# the running statistics, the embedding table and the dropout mask.
+def norm_scale(layer: int) -> str:
+    return f"gamma{layer}"
+
+
+def norm_shift(layer: int) -> str:
+    return f"beta{layer}"
+
+
+def embedding_table(layer: int) -> str:
+    return f"E{layer}"
+
+
+_NORM = {"gamma": r"\gamma", "beta": r"\beta", "E": "E", "m": "M", "mu": r"\mu",
+         "xc": r"\tilde{{X}}", "var": r"\sigma^{{2}}", "rstd": r"\sigma^{{-1}}",
+         "xhat": r"\hat{{X}}", "running_mean": r"\mu_{{\mathrm{{run}}}}",
+         "running_var": r"\sigma^{{2}}_{{\mathrm{{run}}}}"}
+
+
+def _norm_latex(name: str) -> str | None:
+    if name.endswith("_staged"):
+        return rf"\left.{latex(name[:-7])}\right|_{{\mathrm{{staged}}}}"
+    match = re.fullmatch(r"(gamma|beta|E|m|mu|xc|var|rstd|xhat|running_mean|running_var)(\d+)",
+                         name)
+    if match:
+        return ("{{" + _NORM[match.group(1)] + "}}^{{({0})}}").format(match.group(2))
+    return None
+
+
 _LAYERED = {"z": "Z", "a": "A", "W": "W", "K": "K", "b": "b", "delta": r"\delta", "log_a": r"\log A"}
 
 
@@ -84,6 +161,12 @@ def latex(name: str) -> str:
     match = re.fullmatch(r"(log_a|delta|z|a|W|K|b)(\d+)", name)
     if match:
         return f"{_LAYERED[match.group(1)]}^{{({match.group(2)})}}"
+    recurrent = _recurrent_latex(name)
+    if recurrent is not None:
+        return recurrent
+    normalised = _norm_latex(name)
+    if normalised is not None:
+        return normalised
     return {DECAY: r"\lambda", BATCH: "N", INPUT: "X", TARGET: "T", LOSS: "L"}.get(name, name)
 
 

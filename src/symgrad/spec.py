@@ -109,7 +109,12 @@ OPTIMIZERS = ("sgd", "adam")
 INITS = ("uniform", "xavier", "he")
 REDUCTIONS = ("sum", "mean")
 LAYER_KINDS = ("dense", "conv2d", "maxpool2d", "avgpool2d", "flatten")
+RECURRENT = ("rnn", "lstm", "gru")
+RECURRENT_ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+LAYER_KINDS += RECURRENT
 POOLS = ("maxpool2d", "avgpool2d")
+NORM_KINDS = ("layernorm", "batchnorm", "embedding", "dropout")  # read by read_norm_layer
+LAYER_KINDS += NORM_KINDS
 
 MAX_SPEC_BYTES = 1 << 20         # a spec file is at most 1 MiB
 MAX_DEPTH = 64                   # bracket/brace nesting in the TOML text
@@ -172,6 +177,8 @@ class Layer:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     shape: tuple[int, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()  # norm/embedding/dropout: eps, momentum, rate, ...
+    steps: int = 0  # recurrent layers: the time steps T they unfold over
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ class Training:
     weight_decay: float = 0.0  # fraction each weight shrinks after every update
     tolerance: float | None = None
     schedule: tuple[Phase, ...] = ()
+    bptt: int = 0  # truncated backpropagation through time: chunks of bptt steps (0: full)
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,7 @@ class NetworkSpec:
     training: Training = field(default_factory=Training)
     init: Init = field(default_factory=Init)
     source: str | None = None
-    input_shape: tuple[int, ...] | None = None  # (C, H, W) for image inputs
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) images, (T, F) sequences
 
     @property
     def n_inputs(self) -> int:
@@ -255,9 +263,18 @@ _LAYER_KEYS = {
     "maxpool2d": {"kind", "size", "stride", "name"},
     "avgpool2d": {"kind", "size", "stride", "name"},
     "flatten": {"kind", "name"},
+    "layernorm": {"kind", "name", "eps", "activation"},
+    "batchnorm": {"kind", "name", "eps", "momentum", "activation"},
+    "embedding": {"kind", "name", "vocab", "dim"},
+    "dropout": {"kind", "name", "rate"},
+    "rnn": {"kind", "units", "activation", "sequences", "bias", "name", "init"},
+    "lstm": {"kind", "units", "sequences", "bias", "name", "init"},
+    "gru": {"kind", "units", "sequences", "bias", "name", "init"},
 }
 _LAYER_REQUIRED = {"dense": ("units",), "conv2d": ("filters", "kernel"), "maxpool2d": ("size",),
-                   "avgpool2d": ("size",), "flatten": ()}
+                   "avgpool2d": ("size",), "flatten": (), "rnn": ("units",), "lstm": ("units",),
+                   "gru": ("units",), "layernorm": (), "batchnorm": (),
+                   "embedding": ("vocab", "dim"), "dropout": ("rate",)}
 # a key of another layer kind -> the key meant here
 _LAYER_SYNONYMS = {"dense": {"filters": "units"},
                    "conv2d": {"units": "filters", "size": "kernel"},
@@ -265,7 +282,7 @@ _LAYER_SYNONYMS = {"dense": {"filters": "units"},
 _ACTIVATION_KEYS = {"kind", "expr", "slope", "alpha"}
 _LOSS_KEYS = {"kind", "reduction", "weight_decay", "expr"}
 _TRAINING_KEYS = {"mode", "optimizer", "learning_rate", "momentum", "epochs", "batch_size",
-                  "seed", "weight_decay", "tolerance", "schedule"}
+                  "seed", "weight_decay", "tolerance", "schedule", "bptt"}
 _PHASE_KEYS = {"epoch", "learning_rate", "momentum"}
 _INIT_KEYS = {"kind", "range"}
 
@@ -333,6 +350,7 @@ class _Reader:
     def __init__(self, data: dict, path: str | None, text: str | None):
         self.data, self.path, self.locator = data, path, _Locator(text)
         self.parameters = 0
+        self.input_shape: tuple[int, ...] | None = None
 
     def fail(self, where: tuple, message: str, line_of: tuple | None = None):
         line = self.locator.line(where if line_of is None else line_of)
@@ -436,6 +454,7 @@ class _Reader:
         if "description" in data:
             self.string(data["description"], ("description",))
         inputs, input_shape = self.read_inputs(data["inputs"])
+        self.input_shape = input_shape
         layers_data = data["layers"]
         if not isinstance(layers_data, list) or not layers_data:
             self.fail(("layers",), "expected at least one [[layers]] table")
@@ -461,6 +480,7 @@ class _Reader:
                                                     "a flatten layer and ") + "a dense layer")
         loss = self.read_loss(data.get("loss", {}))
         self.check_output(layers, loss)
+        self.check_norm_training(layers, data.get("training", {}))
         return NetworkSpec(
             name=name, inputs=inputs, layers=tuple(layers), loss=loss,
             training=self.read_training(data.get("training", {})),
@@ -477,8 +497,11 @@ class _Reader:
                 self.fail((*where, other), "image inputs (shape) cannot have input groups")
             shape = value["shape"]
             at = (*where, "shape")
+            if len(shape) == 2:
+                return self.read_sequence(shape, at)
             if len(shape) != 3:
-                self.fail(at, f"expected [channels, height, width], got {len(shape)} numbers")
+                self.fail(at, "expected [channels, height, width] (images) or [steps, "
+                          f"features] (sequences), got {len(shape)} numbers")
             shape = tuple(self.integer(n, at, 1, MAX_DIM) for n in shape)
             size = math.prod(shape)
             if size > MAX_VALUES:
@@ -502,6 +525,54 @@ class _Reader:
             return tuple(groups), None
         return ((INPUT, self.integer(value, where, 1, MAX_VALUES)),), None
 
+    def read_sequence(self, shape: list, at: tuple) -> tuple[tuple[tuple[str, int], ...],
+                                                              tuple[int, ...]]:
+        """``inputs = { shape = [T, F] }``: sequences of T steps of F features, X (N, T, F)."""
+        if shape and shape[0] == "T":
+            self.fail(at, "variable-length sequences (T = \"T\") are not supported; give the "
+                      "number of steps, padding shorter sequences to it")
+        steps = self.integer(shape[0], at, 1, MAX_DIM)
+        features = self.integer(shape[1], at, 1, MAX_VALUES)
+        if steps * features > MAX_VALUES:
+            self.fail(at, f"{steps}x{features} = {steps * features:,} inputs; at most "
+                      f"{MAX_VALUES:,}")
+        return ((INPUT, steps * features),), (steps, features)
+
+    def read_recurrent(self, data: dict, index: int, kind: str, name: str, bias: bool,
+                       init: str | None, shapes: dict[str, tuple[int, ...]],
+                       earlier: list[Layer]) -> Layer:
+        """An rnn, lstm or gru layer: it reads the previous layer, which must be a sequence."""
+        where = ("layers", index)
+        source = earlier[-1].name if earlier else INPUT
+        in_shape = shapes[source]
+        if len(in_shape) != 2:
+            if source == INPUT:
+                why = ("the input is not a sequence; give inputs = { shape = [T, F] } "
+                       "(T steps of F features)")
+            elif earlier[-1].kind in RECURRENT:
+                why = (f"layer '{source}' outputs only its last step; give it "
+                       "sequences = true")
+            else:
+                why = f"layer '{source}' is not a sequence (shape {_sized(in_shape)})"
+            self.fail((*where, "kind"), f"a recurrent layer ({kind}) needs a sequence input but {why}")
+        units = self.integer(data["units"], (*where, "units"), 1, MAX_UNITS)
+        sequences = data.get("sequences", False)
+        if not isinstance(sequences, bool):
+            self.fail((*where, "sequences"), f"expected true or false, got {_short(sequences)}")
+        activation = IDENTITY
+        if kind == "rnn":
+            activation = self.read_activation(data.get("activation", "tanh"),
+                                              (*where, "activation"))
+            if activation.kind not in RECURRENT_ACTIVATIONS or activation.parameters:
+                self.fail((*where, "activation"), f"an rnn layer supports the activations "
+                          f"{', '.join(RECURRENT_ACTIVATIONS)}; got '{activation.kind}'")
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        self.count_parameters(where, gates * units * (in_shape[1] + units + bias))
+        steps = in_shape[0]
+        return Layer(name=name, units=units, activation=activation, bias=bias,
+                     sources=(source,), init=init, kind=kind, steps=steps,
+                     shape=(steps, units) if sequences else (units,))
+
     def read_layer(self, data: Any, index: int, shapes: dict[str, tuple[int, ...]],
                    earlier: list[Layer]) -> Layer:
         where = ("layers", index)
@@ -520,7 +591,7 @@ class _Reader:
                                "layer name")
         if name in shapes or name == INPUT:
             self.fail((*where, "name"), f"name '{name}' is already used")
-        bias = data.get("bias", kind in ("dense", "conv2d"))
+        bias = data.get("bias", kind in ("dense", "conv2d", *RECURRENT))
         if not isinstance(bias, bool):
             self.fail((*where, "bias"), f"expected true or false, got {_short(bias)}")
         init = data.get("init")
@@ -528,6 +599,10 @@ class _Reader:
             init = self.choice(init, INITS, (*where, "init"))
         if kind == "dense":
             return self.read_dense(data, index, shapes, earlier, name, bias, init)
+        if kind in NORM_KINDS:
+            return self.read_norm_layer(data, index, shapes, earlier, name, kind)
+        if kind in RECURRENT:
+            return self.read_recurrent(data, index, kind, name, bias, init, shapes, earlier)
         source = earlier[-1].name if earlier else INPUT
         if kind == "flatten":
             in_shape = self.image_input(where, kind, source, shapes)
@@ -602,17 +677,75 @@ class _Reader:
             sources = (earlier[-1].name,) if earlier else (
                 next(iter(shapes)) if len(shapes) == 1 else INPUT,)
             at = where
+        steps = self.sequence_sources(at, sources, shapes)
         for source in sources:
-            if len(shapes[source]) != 1:
+            if len(shapes[source]) not in (1, 1 + bool(steps)):
                 what = "the input" if source == INPUT else f"layer '{source}'"
                 self.fail(at, f"a dense layer needs flat inputs but {what} has shape (C, H, W) = "
                           f"{_sized(shapes[source])}; add a flatten layer before this one")
-        fan_in = sum(shapes[source][0] for source in sources)
+        fan_in = sum(shapes[source][-1] for source in sources)
         self.count_parameters(where, units * (fan_in + bias))
         activation = self.read_activation(data.get("activation", "identity"),
                                           (*where, "activation"))
         return Layer(name=name, units=units, activation=activation, bias=bias,
-                     sources=sources, init=init, shape=(units,))
+                     sources=sources, init=init, shape=(steps, units) if steps else (units,))
+
+    def sequence_sources(self, at: tuple, sources: tuple, shapes: dict) -> int:
+        """T when a dense layer reads sequences (it then acts on every step), else 0."""
+        if self.input_shape is None or len(self.input_shape) != 2:
+            return 0
+        steps = {shapes[source][0] for source in sources if len(shapes[source]) == 2}
+        if steps and any(len(shapes[source]) != 2 for source in sources):
+            self.fail(at, "a dense layer cannot read sequences and single vectors together "
+                      "(a recurrent layer with sequences = false outputs its last step only)")
+        return steps.pop() if steps else 0
+
+    def read_norm_layer(self, data: dict, index: int, shapes: dict[str, tuple[int, ...]],
+                        earlier: list[Layer], name: str, kind: str) -> Layer:
+        """layernorm, batchnorm (flat inputs), embedding (the first layer), dropout."""
+        where = ("layers", index)
+        source = earlier[-1].name if earlier else INPUT
+        shape = shapes[source]
+        if kind == "dropout":
+            rate = self.number(data["rate"], (*where, "rate"), 0.0, below=1.0)
+            return Layer(name=name, units=math.prod(shape), activation=IDENTITY, bias=False,
+                         sources=(source,), kind=kind, shape=shape,
+                         options=(("rate", rate),))
+        if kind == "embedding":
+            if earlier or source not in shapes or len(shape) != 1 or len(shapes) > 1:
+                self.fail((*where, "kind"), "an embedding layer must be the first layer and read "
+                          "the whole input: inputs = T integer ids per sample")
+            vocab = self.integer(data["vocab"], (*where, "vocab"), 1, MAX_VALUES)
+            dim = self.integer(data["dim"], (*where, "dim"), 1, MAX_UNITS)
+            self.count_parameters(where, vocab * dim)
+            return Layer(name=name, units=shape[0] * dim, activation=IDENTITY, bias=False,
+                         sources=(source,), kind=kind, shape=(shape[0] * dim,),
+                         options=(("vocab", vocab), ("dim", dim)))
+        if len(shape) != 1:
+            self.fail((*where, "kind"), f"a {kind} layer needs flat inputs (features per sample), "
+                      f"got {_sized(shape)}; add a flatten layer before this one")
+        eps = self.number(data.get("eps", 1e-5), (*where, "eps"), None, 1.0, above=0.0)
+        found: list[tuple[str, Any]] = [("eps", eps)]
+        if kind == "batchnorm":
+            found.append(("momentum", self.number(data.get("momentum", 0.1),
+                                                  (*where, "momentum"), 0.0, 1.0)))
+        activation = self.read_activation(data.get("activation", "identity"),
+                                          (*where, "activation"))
+        self.count_parameters(where, 2 * shape[0])
+        return Layer(name=name, units=shape[0], activation=activation, bias=True,
+                     sources=(source,), kind=kind, shape=shape, options=tuple(found))
+
+    def check_norm_training(self, layers: list[Layer], data: Any) -> None:
+        """Batch norm needs at least two samples per training batch."""
+        if not any(layer.kind == "batchnorm" for layer in layers) or not isinstance(data, dict):
+            return
+        mode = data.get("mode", "batch")
+        if mode in ("stochastic", "online"):
+            self.fail(("training", "mode"), f"batch norm needs at least 2 samples per batch in "
+                      f"training; mode '{mode}' uses 1 (use batch or minibatch)")
+        if mode == "minibatch" and data.get("batch_size", 32) == 1:
+            self.fail(("training", "batch_size"), "batch norm needs at least 2 samples per "
+                      "batch in training, got 1")
 
     def image_input(self, where: tuple, kind: str, source: str,
                     shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
@@ -751,6 +884,8 @@ class _Reader:
                                              below=1.0)
         if "tolerance" in data:
             kw["tolerance"] = self.number(data["tolerance"], (*where, "tolerance"), 0.0, 1.0)
+        if "bptt" in data:  # truncated BPTT: the gradient crosses at most chunks of bptt steps
+            kw["bptt"] = self.integer(data["bptt"], (*where, "bptt"), 1, MAX_DIM)
         for key, minimum, maximum in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH),
                                       ("seed", 0, MAX_SEED - 1)):
             if key in data:
@@ -992,6 +1127,23 @@ class Network:
         self._data["layers"].append(layer)
         return self
 
+    def rnn(self, units: int, activation: str = "tanh", *, sequences: bool = False,
+            kind: str = "rnn", bias: bool = True, name: str | None = None) -> Network:
+        """Append a recurrent layer (``kind`` rnn, lstm or gru) over a (T, F) sequence.
+
+        >>> spec = Network(inputs=(5, 3)).rnn(4, sequences=True).dense(2).build()
+        >>> [layer.shape for layer in spec.layers]
+        [(5, 4), (5, 2)]
+        """
+        layer: dict[str, Any] = {"kind": kind, "units": units, "sequences": sequences,
+                                 "bias": bias}
+        if kind == "rnn":
+            layer["activation"] = activation
+        if name is not None:
+            layer["name"] = name
+        self._data["layers"].append(layer)
+        return self
+
     def flatten(self, *, name: str | None = None) -> Network:
         """Append a flatten layer: (C, H, W) to C*H*W.
 
@@ -999,6 +1151,31 @@ class Network:
         24
         """
         layer: dict[str, Any] = {"kind": "flatten"}
+        if name is not None:
+            layer["name"] = name
+        self._data["layers"].append(layer)
+        return self
+
+    def layernorm(self, *, eps: float = 1e-5, activation: str | dict = "identity",
+                  name: str | None = None) -> Network:
+        """Append layer normalisation over the features of each sample."""
+        return self._add({"kind": "layernorm", "eps": eps, "activation": activation}, name)
+
+    def batchnorm(self, *, eps: float = 1e-5, momentum: float = 0.1,
+                  activation: str | dict = "identity", name: str | None = None) -> Network:
+        """Append batch normalisation over the batch (running statistics for evaluation)."""
+        return self._add({"kind": "batchnorm", "eps": eps, "momentum": momentum,
+                          "activation": activation}, name)
+
+    def embedding(self, vocab: int, dim: int, *, name: str | None = None) -> Network:
+        """Append an embedding of integer ids (the first layer)."""
+        return self._add({"kind": "embedding", "vocab": vocab, "dim": dim}, name)
+
+    def dropout(self, rate: float, *, name: str | None = None) -> Network:
+        """Append inverted dropout with drop probability ``rate``."""
+        return self._add({"kind": "dropout", "rate": rate}, name)
+
+    def _add(self, layer: dict[str, Any], name: str | None) -> Network:
         if name is not None:
             layer["name"] = name
         self._data["layers"].append(layer)

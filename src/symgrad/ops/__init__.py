@@ -3,7 +3,15 @@
 Importing this package registers every row; see :mod:`symgrad.ops.registry`.
 """
 
-from . import activation, convolution, dense, inputs, loss  # noqa: F401  (each module registers its rows)
+from . import (  # noqa: F401  (each module registers its rows)
+    activation,
+    convolution,
+    dense,
+    inputs,
+    loss,
+    normalisation,  # layernorm, batchnorm, embedding, dropout
+    recurrence,  # rnn, lstm, gru and the time views
+)
 from .arrays import ArrayOp, Part, kernel_modules, register_kernels
 from .registry import MissingRule, Op, Rule, Term, kinds, register, register_rules, row, rule, rules
 

@@ -27,7 +27,7 @@ interface.
 >>> tape = sp.Symbol("tape1")
 >>> ArrayCodePrinter().doprint(RnnBackward(G, X, tape, Wx, Wh, b, 0, 5))
 '_rnn_backward(dL_da1, X, tape1, Wx1, Wh1, b1, 0, 5)'
->>> RnnBackward.shape((4, 7, 3), (4, 7, 3), ((4, 7, 2),), (2, 3), (2, 2), (2,), 0, 0)
+>>> RnnBackward.shape((4, 7, 2), (4, 7, 3), ((4, 7, 2),), (2, 3), (2, 2), (2,), 0, 0)
 ((4, 7, 3), (2, 3), (2, 2), (2,))
 """
 
@@ -69,6 +69,8 @@ def slope(h, act: int):
     return (1 - h ** 2, sp.Heaviside(h, 0), h * (1 - h), sp.S.One)[act]
 
 
+_F_TEXT = ("tanh", "relu", "sigmoid", "")
+_SLOPE_TEXT = ("1 - h_t^2", "[h_t > 0]", "h_t (1 - h_t)", "1")
 _F_LATEX = (r"\tanh", r"\operatorname{relu}", r"\sigma", "")
 _SLOPE_LATEX = ("1 - h_t^{2}", "[h_t > 0]", "h_t (1 - h_t)", "1")
 
@@ -79,6 +81,12 @@ def _no_bias(b) -> bool:
 
 def _operand(code: str) -> str:
     return code if code.isidentifier() else f"({code})"
+
+
+def _transposed(printer, arg) -> str:
+    """``W^\top``, braced when the symbol already has a superscript: ``{W^{(1)}}^\top``."""
+    text = printer._print(arg)
+    return f"{{{text}}}^{{\\top}}" if "^" in text else f"{text}^{{\\top}}"
 
 
 def _step(printer, arg, t: str) -> str:
@@ -141,13 +149,19 @@ class RnnForward(ArrayOp):
     def _latex(self, printer, exp=None):
         X, Wx, Wh, b = self.args[:4]
         (act,) = self.hyper
-        inner = (rf"{_step(printer, X, 't')} {printer._print(Wx)}^{{\top}} + h_{{t-1}} "
-                 rf"{printer._print(Wh)}^{{\top}}")
+        inner = (rf"{_step(printer, X, 't')} {_transposed(printer, Wx)} + h_{{t-1}} "
+                 rf"{_transposed(printer, Wh)}")
         if b != 0:
-            inner += f" + {printer._print(b)}^{{\\top}}"
+            inner += f" + {_transposed(printer, b)}"
         f = _F_LATEX[act]
         body = rf"{f}\left({inner}\right)" if f else inner
         return (rf"\left(h_t = {body}\right)_{{t=1}}^{{T}},\ h_0 = 0")
+
+    def _sympystr(self, printer) -> str:
+        X, Wx, Wh, b = (printer._print(a) for a in self.args[:4])
+        inner = f"{X}[:,t] {Wx}ᵀ + h_(t-1) {Wh}ᵀ" + ("" if self.args[3] == 0 else f" + {b}")
+        f = _F_TEXT[self.hyper[0]]
+        return f"h_t = {f + '(' + inner + ')' if f else inner}, t = 1..T, h_0 = 0"
 
 
 class RnnBackward(ArrayOp):
@@ -227,10 +241,19 @@ class RnnBackward(ArrayOp):
                  + ("" if act == 3 else rf" \odot \left({slope_text}\right)"))
         when = (r",\ t = T, \dots, 1,\ \delta_{T+1} = 0" if not bptt else
                 rf",\ t = T, \dots, 1,\ \delta_{{t+1}} := 0 \text{{ if }} {bptt} \mid t")
-        grads = (rf"\Big(\delta {wx},\ \sum_t \delta_t^{{\top}} {_step(printer, X, 't')},\ "
+        grads = (rf"\Big(\left(\delta_t {wx}\right)_{{t=1}}^{{T}},\ \sum_t \delta_t^{{\top}} {_step(printer, X, 't')},\ "
                  rf"\sum_t \delta_t^{{\top}} h_{{t-1}}")
         grads += r",\ \sum_t \delta_t^{\top} \mathbf{1}\Big)" if b != 0 else r"\Big)"
         return rf"{grads}\ \text{{where}}\ {delta}{when}"
+
+    def _sympystr(self, printer) -> str:
+        G, X, tape, Wx, Wh, b = (printer._print(a) for a in self.args[:6])
+        act, bptt = self.hyper
+        cut = f", cut where {bptt} divides t+1" if bptt else ""
+        grads = f"(delta_t {Wx}, Σ_t delta_tᵀ {X}[:,t], Σ_t delta_tᵀ h_(t-1)"
+        grads += ", Σ_t delta_tᵀ 1)" if self.args[5] != 0 else ")"
+        return (f"{grads} where delta_t = ({G}[:,t] + delta_(t+1) {Wh}) ⊙ "
+                f"({_SLOPE_TEXT[act]}), t = T..1{cut}")
 
 
 # ---------------------------------------------------------------- views over time
@@ -252,6 +275,9 @@ class LastStep(ArrayOp):
 
     def _numpycode(self, printer):
         return f"{_operand(printer._print(self.args[0]))}[:, -1]"
+
+    def _sympystr(self, printer) -> str:
+        return f"{printer._print(self.args[0])}[:, T]"
 
     def _latex(self, printer, exp=None):
         return _step(printer, self.args[0], "T")
@@ -281,6 +307,9 @@ class LastStepGrad(ArrayOp):
     def _numpycode(self, printer):
         return self._call(printer)
 
+    def _sympystr(self, printer) -> str:
+        return f"(0, ..., 0, {printer._print(self.args[0])})"
+
     def _latex(self, printer, exp=None):
         return (rf"\left(0, \dots, 0, {printer._print(self.args[0])}\right)"
                 r"_{t=1,\dots,T}")
@@ -309,6 +338,9 @@ class MergeTime(ArrayOp):
     def _numpycode(self, printer):
         arg = _operand(printer._print(self.args[0]))
         return f"{arg}.reshape(-1, {arg}.shape[-1])"
+
+    def _sympystr(self, printer) -> str:
+        return f"rows({printer._print(self.args[0])})"
 
     def _latex(self, printer, exp=None):
         return rf"\operatorname{{rows}}\left({printer._print(self.args[0])}\right)"
@@ -340,6 +372,9 @@ class SplitTime(ArrayOp):
         R, X = (printer._print(a) for a in self.args)
         arg = _operand(R)
         return f"{arg}.reshape(len({X}), -1, {arg}.shape[-1])"
+
+    def _sympystr(self, printer) -> str:
+        return f"rows⁻¹({printer._print(self.args[0])})"
 
     def _latex(self, printer, exp=None):
         return rf"\operatorname{{rows}}^{{-1}}\left({printer._print(self.args[0])}\right)"

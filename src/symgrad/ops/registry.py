@@ -18,10 +18,10 @@ is a :class:`MissingRule` error, never a silent zero.
 >>> from symgrad import ops
 >>> ops.row("dense").kind
 'dense'
->>> ops.row("lstm")
+>>> ops.row("transformer")
 Traceback (most recent call last):
 ...
-symgrad.ops.registry.MissingRule: no registry row for the operation 'lstm'
+symgrad.ops.registry.MissingRule: no registry row for the operation 'transformer'
 """
 
 from __future__ import annotations
