@@ -274,6 +274,9 @@ def _groups(source: str, function: str) -> list[tuple[int, str, list[str]]]:
             groups.append((int(match.group(1)), match.group(2), []))
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             names = [node.targets[0].id]
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) \
+                and not isinstance(node.value, ast.Tuple):  # not the unpacking of params
+            names = [element.id for element in node.targets[0].elts]
         elif isinstance(node, ast.AugAssign):
             names = [node.target.id]
         elif isinstance(node, ast.Return) and function == "loss":
