@@ -15,9 +15,20 @@ from hypothesis import strategies as st
 
 from symgrad import primitives
 from symgrad.codegen import generate_module_source, load_module
-from symgrad.exprparse import MAX_DEPTH, MAX_NODES, ExpressionError, parse_expression
+from symgrad.exprparse import MAX_DEPTH, MAX_NODES, ExpressionError
+from symgrad.exprparse import parse_expression as _parse_only
 from symgrad.spec import SpecError, loads_spec
 from symgrad.symbolic import TooCostly, bounded, budget, stabilize
+
+
+def parse_expression(text, variables):
+    """Parse as the spec does: bounded, and checked as an activation or a loss."""
+    if tuple(variables) == ("x",):
+        return primitives.parse_activation(text)
+    if tuple(variables) == ("y", "t"):
+        return primitives.parse_loss(text)
+    return _parse_only(text, variables)
+
 
 HANG = 30.0  # seconds: a hang detector, not a performance assertion
 ACTIVATION, LOSS = ("x",), ("y", "t")

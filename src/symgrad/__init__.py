@@ -37,6 +37,8 @@ def __getattr__(name: str):
     import importlib
 
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if _EXPORTS[name] == "derive":
+        importlib.import_module(".render", __name__)  # registers the derivation's views
     globals()[name] = value
     return value
 

@@ -28,7 +28,9 @@ a2*dL_da2*(1 - a2)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sympy as sp
 
@@ -92,19 +94,23 @@ class Derivation:
         return next(s for s in self.steps if s.target == target)
 
     def __str__(self) -> str:
-        from .render import render_text  # printing lies downstream of the derivation
+        view = VIEWS.get("text")
+        if view is not None:
+            return view(self)
+        return "\n".join(f"({s.number}) {s.target} = {sp.sstr(s.expr)}" for s in self.steps)
 
-        return render_text(self)
+    def _repr_latex_(self) -> str | None:
+        view = VIEWS.get("latex")
+        return None if view is None else view(self)
 
-    def _repr_latex_(self) -> str:
-        from .render import render_latex_body
+    def _repr_markdown_(self) -> str | None:
+        view = VIEWS.get("markdown")
+        return None if view is None else view(self)
 
-        return render_latex_body(self)
 
-    def _repr_markdown_(self) -> str:
-        from .render import render_markdown
-
-        return render_markdown(self)
+#: Views of a derivation (text, latex, markdown) that the document printers downstream
+#: register when they are imported; this module never imports them.
+VIEWS: dict[str, Callable[[Derivation], str]] = {}
 
 
 def array(name: str) -> sp.Symbol:
@@ -116,6 +122,17 @@ def derive(spec_or_graph: NetworkSpec | Graph) -> Derivation:
     """Derive dL/dW and dL/db for every parameter of the network."""
     graph = spec_or_graph if isinstance(spec_or_graph, Graph) else build_graph(spec_or_graph)
     return _Deriver(graph).run()
+
+
+def derivation_of(spec) -> Derivation:
+    """A derivation given one, a spec, or the path of a TOML spec."""
+    if isinstance(spec, Derivation):
+        return spec
+    if isinstance(spec, (str, Path)):
+        from .spec import load_spec
+
+        spec = load_spec(spec)
+    return derive(spec)
 
 
 ops.register_rules({

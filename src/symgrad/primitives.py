@@ -29,7 +29,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .errors import BadInput
-from .exprparse import ExpressionError
+from .exprparse import ExpressionError, parse_expression
 from .symbolic import TooCostly, bounded, budget
 
 x = sp.Symbol("x", real=True)
@@ -338,6 +338,36 @@ def _fused_delta(per_output: sp.Expr, forward: sp.Expr) -> sp.Expr | None:
 SAMPLE_X = (-2.0, -0.5, 0.3, 1.7)
 SAMPLE_T = (0.0, 1.0)
 WIDE_X = (-1e3, -30.0, *SAMPLE_X, 30.0, 1e3)  # an activation that is constant on all is refused
+
+
+@lru_cache(maxsize=256)
+def parse_activation(text: str) -> sp.Expr:
+    """A custom activation in x: parsed, bounded, and checked to be a finite real function.
+
+    >>> parse_activation("x * tanh(log(1 + exp(x)))")
+    x*tanh(log(exp(x) + 1))
+    >>> parse_activation("x*0")
+    Traceback (most recent call last):
+    ...
+    symgrad.exprparse.ExpressionError: the activation does not depend on x ...
+    """
+    forward = parse_expression(text, ("x",))
+    check_activation(forward)
+    return forward
+
+
+@lru_cache(maxsize=256)
+def parse_loss(text: str) -> sp.Expr:
+    """A custom per-output loss in y and t: parsed, bounded and checked.
+
+    >>> parse_loss("t**2")
+    Traceback (most recent call last):
+    ...
+    symgrad.exprparse.ExpressionError: the loss does not depend on the output y
+    """
+    per_output = parse_expression(text, ("y", "t"))
+    check_loss(per_output)
+    return per_output
 
 
 def check_activation(forward: sp.Expr) -> None:

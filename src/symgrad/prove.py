@@ -350,9 +350,9 @@ def _show(value) -> str:
 
 
 def _derivation(spec):
-    from .verify import _derivation as load
+    from .derive import derivation_of
 
-    return load(spec)
+    return derivation_of(spec)
 
 
 def _algebraic(expr) -> bool:

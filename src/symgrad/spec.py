@@ -62,7 +62,7 @@ import sympy as sp
 
 from . import primitives
 from .errors import BadInput
-from .exprparse import ExpressionError, parse_expression
+from .exprparse import ExpressionError
 
 try:
     import tomllib
@@ -144,7 +144,7 @@ class Activation:
     def forward(self) -> sp.Expr | None:
         """The forward form ``f(x)`` with parameters bound (None for softmax)."""
         if self.expr is not None:
-            return parse_expression(self.expr, ("x",))
+            return primitives.parse_activation(self.expr)
         rule = primitives.activation(self.kind)
         if rule.forward is None:
             return None
@@ -193,7 +193,7 @@ class Loss:
     def per_output(self) -> sp.Expr:
         """``l(y, t)`` for one output, summed over outputs to give a sample's loss."""
         if self.expr is not None:
-            return parse_expression(self.expr, ("y", "t"))
+            return primitives.parse_loss(self.expr)
         return primitives.loss(self.kind).per_output
 
 
@@ -794,7 +794,7 @@ class _Reader:
                 self.fail(where, "give either 'kind' or 'expr', not both")
             text = value["expr"]
             try:
-                parse_expression(text, ("x",))
+                primitives.parse_activation(text)
             except ExpressionError as exc:
                 self.fail((*where, "expr"), str(exc))
             return Activation(kind="custom", expr=text)
@@ -827,7 +827,7 @@ class _Reader:
             if data.get("kind", "custom") != "custom":
                 self.fail(where, "give either 'kind' or 'expr', not both")
             try:
-                parse_expression(data["expr"], ("y", "t"))
+                primitives.parse_loss(data["expr"])
             except ExpressionError as exc:
                 self.fail((*where, "expr"), str(exc))
             return Loss("custom", reduction, decay, data["expr"])

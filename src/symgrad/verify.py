@@ -624,14 +624,9 @@ def _call(grad_fn: Callable, label: str, params: dict, X: np.ndarray, T: np.ndar
 
 
 def _derivation(spec):
-    from .derive import Derivation, derive
-    from .spec import load_spec
+    from .derive import derivation_of
 
-    if isinstance(spec, Derivation):
-        return spec
-    if isinstance(spec, (str, Path)):
-        spec = load_spec(spec)
-    return derive(spec)
+    return derivation_of(spec)
 
 
 _CACHE: dict[int, tuple[Any, Any, Any]] = {}  # id(derivation) -> (derivation, module, model)
