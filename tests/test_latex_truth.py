@@ -69,8 +69,8 @@ def test_entrywise_recurrence_sums_over_the_consumers():
 
 def test_one_name_for_the_loss():
     source = render_latex(example("xor"))
-    assert r"\partial E" not in source and r"\Delta w(t)" in source
-    assert "w(t+1) = w(t) + \\Delta w(t)" in source
+    assert r"\partial E" not in source and r"\Delta w(\tau)" in source  # t is a target
+    assert "w(\\tau+1) = w(\\tau) + \\Delta w(\\tau)" in source
 
 
 # ------------------------------------------------------------------ 2. ReLU

@@ -41,7 +41,7 @@ def built_specs() -> dict:
         .build(),
         "softmax": Network("softmax", inputs=4).dense(5, "relu").dense(3, "softmax")
         .loss("cross_entropy", reduction="mean", weight_decay=0.01)
-        .training(momentum=0.9, weight_decay=0.001).build(),
+        .training(momentum=0.9, shrink=0.001).build(),
         "skip": Network("skip", inputs=2).dense(1, "sigmoid", name="hidden")
         .dense(1, "sigmoid", sources=["input", "hidden"]).loss("bce").build(),
         "custom": Network("custom", inputs=2).dense(3, {"expr": "x*tanh(log(1+exp(x)))"})
@@ -133,7 +133,8 @@ def test_document_content():
     assert r"\sigma'(z) = \frac{e^{- z}}{\left(e^{- z} + 1\right)^{2}}" in source
     assert r"a \left(1 - a\right)" in source
     assert r"\delta^{(2)\top} A^{(1)}" in source and r"\delta^{(1)\top} \mathbf{1}_{N}" in source
-    assert r"\Delta w(t) = -\varepsilon" in source and "Adam" in source
+    assert r"\Delta w(\tau) = -\varepsilon" in source and "Adam" in source
+    assert r"\Delta w(t)" not in source  # t is the target; updates are counted by tau
     assert r"\in \mathbb{R}^{N \times 2}" in source
 
 

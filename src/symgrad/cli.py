@@ -241,18 +241,26 @@ def cmd_derive(args) -> int:
 
     if args.output:
         check_output_path(args.output, (args.spec,))
+    if args.fragment and args.format != "latex":
+        raise UsageError("--fragment: writes LaTeX, so it needs --format latex")
     spec = load_spec(args.spec)
     derivation = derive(spec)
     per_weight = None
-    if args.per_weight:
-        from .expand import per_weight_gradients
+    if args.per_weight or args.weight:
+        from .expand import DeltaForm
 
-        per_weight = per_weight_gradients(spec)
+        per_weight = DeltaForm(spec)  # every weight as delta_j a_i, the deltas named once
     from . import render
 
-    renderer = {"text": render.render_text, "latex": render.render_latex,
-                "markdown": render.render_markdown}[args.format]
-    text = renderer(derivation, per_weight=per_weight)
+    if args.weight:
+        if args.format != "text":
+            raise UsageError("--weight: prints one weight's derivative as text (--format text)")
+        text = render.render_weight(derivation, per_weight, args.weight)
+    elif args.format == "latex":
+        text = render.render_latex(derivation, per_weight=per_weight, fragment=args.fragment)
+    else:
+        renderer = {"text": render.render_text, "markdown": render.render_markdown}[args.format]
+        text = renderer(derivation, per_weight=per_weight)
     if args.output:
         _write_atomically(Path(args.output), text)
         print(f"wrote {printable(args.output)}", file=sys.stderr)
@@ -364,6 +372,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                              "with $$ math")
     derive.add_argument("--per-weight", action="store_true",
                         help="also derive dL/dw for every single weight (small networks)")
+    derive.add_argument("--weight", metavar="ENTRY",
+                        help="print one weight's derivative only, e.g. 'W2[0,1]' or 'b1[0]' "
+                             "(indices from 0), with the error signals it uses")
+    derive.add_argument("--fragment", action="store_true",
+                        help="with --format latex: no preamble or document environment, "
+                             "to \\input into a paper (the packages it needs are listed at "
+                             "its top)")
     derive.add_argument("-o", "--output", help="write to this file instead of stdout")
     derive.set_defaults(run=cmd_derive)
 

@@ -46,6 +46,8 @@ from .symbolic import Total
 
 #: Estimated widths (see latex_width) that fit beside a tag, in LaTeX and Markdown.
 LINE_WIDTH = 52.0
+#: Estimated width of a full text line without a tag.
+PAGE_WIDTH = 104.0
 
 z = sp.Symbol("z", real=True)
 
@@ -770,10 +772,11 @@ class _Builder:
 
     def recurrence(self) -> dict:
         t = self.spec.training
+        shrink = getattr(t, "shrink", getattr(t, "weight_decay", 0.0))  # [training] shrink
         return {
             "learning_rate": _number(t.learning_rate), "momentum": _number(t.momentum),
             "optimizer": t.optimizer, "mode": t.mode, "batch_size": t.batch_size,
-            "epochs": t.epochs, "decay": _number(t.weight_decay) if t.weight_decay else "",
+            "epochs": t.epochs, "decay": _number(shrink) if shrink else "",
             "loss_decay": (_number(self.spec.loss.weight_decay)
                            if self.spec.loss.weight_decay else ""),
             "reduction": self.spec.loss.reduction,
@@ -802,9 +805,11 @@ class _Builder:
             "decay": bool(self.spec.loss.weight_decay),
         }
 
-    def per_weight(self, gradients: dict | None) -> list[dict]:
+    def per_weight(self, gradients) -> list[dict]:
         if not gradients:
             return []
+        if _is_delta_form(gradients):
+            return [self.per_weight_deltas(gradients)]
         names = sorted(gradients, key=lambda p: (int("".join(c for c in p if c.isdigit()) or 0),
                                                  p))
         entries = [(p, idx, sp.sympify(gradients[p][idx]))
@@ -836,14 +841,74 @@ class _Builder:
             lhs, rhs = self.matrix_entry(param, None)
             groups.append({"param": self.sym(param), "runs": runs, "general": f"{lhs} = {rhs}"})
         return [{"abbreviations": abbreviations, "groups": groups, "samples": samples,
+                 "deltas": [], "slopes": [], "softmax_ce": False,
                  "mean": self.spec.loss.reduction == "mean",
                  "decay": bool(self.spec.loss.weight_decay)}]
 
-    def weight_symbol(self, param: str, idx: tuple, loss: str = "L") -> str:
+    def delta_printer(self, form) -> DerivationLatexPrinter:
+        names = {symbol.name: text for symbol, text in form.latex_names().items()}
+        return DerivationLatexPrinter(arrays=False, names=names)
+
+    def delta_equations(self, form, symbols=None) -> tuple[list[Equation], list[Equation]]:
+        """The slopes named once (f_1'(z) = ...) and the error signals, as aligned rows."""
+        printer = self.delta_printer(form)
+        slopes = []
+        primes = {}
+        for prime, derivative in form.slopes.items():
+            layer = prime.__name__.removeprefix("fprime")
+            named = named_function(f"f_{{{layer}}}'", f"Fprime{layer}")
+            primes[prime] = named
+            slopes.append(layout(f"f_{{{layer}}}'(z)", derivative.subs(primitives.x, z),
+                                 self.scalar))
+        rows = []
+        for symbol, _ in (form.deltas if symbols is None else symbols):
+            shown = form.shown(symbol) if symbol in form.parts else \
+                _common_factor(form.shown(symbol))
+            shown = shown.replace(lambda e: type(e) in primes,
+                                                lambda e: primes[type(e)](*e.args))
+            rows.append(layout(printer.doprint(symbol), shown, printer))
+        return slopes, rows
+
+    def per_weight_deltas(self, form) -> dict:
+        """Every weight with named error signals: delta_j a_i, the deltas defined once."""
+        printer = self.delta_printer(form)
+        slopes, deltas = self.delta_equations(form)
+        groups = []
+        for param, matrix in form.gradients.items():
+            cells = []
+            for idx in _indices(matrix):
+                text = printer.doprint(form.signal(param, idx))
+                if param.startswith("W"):
+                    text += r"\, " + printer.doprint(form.input_of(param, idx))
+                if form.gradients[param][idx].has(form_decay()):
+                    text += r" + \lambda " + printer.doprint(form.params[param][idx])
+                cells.append((idx[0], self.weight_symbol(param, idx, r"\ell", slash=True), text))
+            width = max(latex_width(f"{lhs} = {rhs}") for _, lhs, rhs in cells) + 4
+            fits = max(1, min(4, int(PAGE_WIDTH // width)))
+            if param.startswith("b"):  # one entry per unit: fill the rows
+                cells = [(0, lhs, rhs) for _, lhs, rhs in cells]
+            rows: list[tuple] = []
+            for unit in dict.fromkeys(u for u, _, _ in cells):  # a row per unit j, wrapped
+                mine = [(lhs, rhs) for u, lhs, rhs in cells if u == unit]
+                count = -(-len(mine) // fits)
+                per_row = -(-len(mine) // count)  # balanced: no orphan at the end
+                rows += [(unit, mine[i:i + per_row]) for i in range(0, len(mine), per_row)]
+            lhs, rhs = self.matrix_entry(param, None)
+            groups.append({"param": self.sym(param), "general": f"{lhs} = {rhs}",
+                           "rows": [cells for _, cells in rows], "runs": []})
+        return {"abbreviations": [], "groups": groups, "samples": None, "deltas": deltas,
+                "slopes": slopes, "mean": self.spec.loss.reduction == "mean",
+                "decay": bool(self.spec.loss.weight_decay),
+                "softmax_ce": form.softmax_cross_entropy}
+
+    def weight_symbol(self, param: str, idx: tuple, loss: str = "L", slash: bool = False) -> str:
         head = entry(param, _index(idx if param.startswith("W") else idx[:1]))
+        if slash:
+            return rf"\partial {loss} / \partial {head}"
         return rf"\frac{{\partial {loss}}}{{\partial {head}}}"
 
-    def matrix_entry(self, param: str, idx: tuple | None) -> tuple[str, str]:
+    def matrix_entry(self, param: str, idx: tuple | None,
+                     slash: bool = False) -> tuple[str, str]:
         """``(dL/dW)_{ji} = sum_n delta_nj a_ni`` for one entry (or in general, idx None).
 
         Indices count from 0, as in the generated code and :mod:`symgrad.expand`.
@@ -857,7 +922,8 @@ class _Builder:
         else:  # a bias is one index, even when stored as a (units, 1) column
             j, i = str(idx[0]), str(idx[1]) if len(idx) > 1 and not bias else ""
             sep = "," if (len(j) > 1 or len(i) > 1) and i else ""
-        lhs = rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{sep}{i}}}"
+        lhs = (rf"(\partial L / \partial {self.sym(param)})_{{{j}{sep}{i}}}" if slash else
+               rf"\left(\frac{{\partial L}}{{\partial {self.sym(param)}}}\right)_{{{j}{sep}{i}}}")
         if param.startswith("b"):
             return lhs, rf"\sum_{{n}} {entry(delta, 'n' + (',' if len(j) > 1 else '') + j)}"
         if idx is None:
@@ -875,6 +941,17 @@ class _Builder:
         if self.spec.loss.weight_decay:
             text += rf" + \lambda {entry(param, j + sep + i)}"
         return lhs, text
+
+
+def form_decay() -> sp.Symbol:
+    """The weight-decay symbol of the scalar expansion (lambda)."""
+    from .expand import LAMBDA
+    return LAMBDA
+
+
+def _is_delta_form(per_weight) -> bool:
+    """Whether ``per_weight`` is a :class:`symgrad.expand.DeltaForm` (not a dict of matrices)."""
+    return hasattr(per_weight, "deltas") and hasattr(per_weight, "gradients")
 
 
 def _scalar_names(spec, samples: int | None) -> dict[str, str]:
@@ -983,13 +1060,20 @@ def _context(derivation, per_weight, target: str) -> dict:
         "uses_heaviside": any(s.expr.has(sp.Heaviside) for s in derivation.steps
                               if isinstance(s.expr, sp.Basic)),
         "general": builder.general(),
+        "figure": network_figure(spec, derivation.graph) if target == "tex" else {},
+        "figure_units": FIGURE_UNITS, "fragment": False,
     }
 
 
-def render_latex(derivation, *, per_weight: dict | None = None) -> str:
-    """A standalone LaTeX document of the derivation (pdflatex, base packages only)."""
-    return tighten(latex_environment().get_template("derivation.tex.j2").render(
-        _context(derivation, per_weight, "tex")))
+def render_latex(derivation, *, per_weight=None, fragment: bool = False) -> str:
+    """A standalone LaTeX document of the derivation (pdflatex; amsmath, booktabs, TikZ).
+
+    ``fragment=True`` leaves out the preamble and the document environment, for ``\\input``
+    into a paper; a comment at its top lists the packages it needs.
+    """
+    context = _context(derivation, per_weight, "tex")
+    context["fragment"] = fragment
+    return tighten(latex_environment().get_template("derivation.tex.j2").render(context))
 
 
 def render_latex_body(derivation) -> str:
@@ -1025,8 +1109,10 @@ class TextPrinter(StrPrinter):
     _print_MatrixSymbol = _print_Symbol
 
     def _is_array(self, expr) -> bool:
-        return any(s.name not in (naming.BATCH, naming.DECAY) for s in expr.free_symbols
-                   if isinstance(s, sp.Symbol)) or expr.has(Total)
+        """An array factor: an array symbol outside any sum over entries (a Σ is a scalar)."""
+        bare = expr.replace(lambda e: isinstance(e, Total), lambda e: sp.Integer(1))
+        return any(s.name not in (naming.BATCH, naming.DECAY) for s in bare.free_symbols
+                   if isinstance(s, sp.Symbol)) or isinstance(bare, sp.MatrixExpr)
 
     def _print_Mul(self, expr):
         factors = sp.Mul.make_args(expr)
@@ -1071,8 +1157,104 @@ class TextPrinter(StrPrinter):
         return f"H({self._print(expr.args[0])})"
 
 
-def render_text(derivation, *, per_weight: dict | None = None) -> str:
-    """A plain-text view: one numbered line per step, with its rule and shape."""
+class ScalarTextPrinter(StrPrinter):
+    """Scalars of the per-weight view for a terminal: ``δ2[0]*W2[0,1]``, no ``⊙``."""
+
+    def _print_Symbol(self, expr):
+        name = expr.name
+        match = re.fullmatch(r"(delta|a|z|w|b)(\d+)_(\d+)(?:_(\d+))?", name)
+        if match:
+            kind, layer, j, i = match.groups()
+            head = {"delta": "δ", "w": "W"}.get(kind, kind)
+            return f"{head}{layer}[{j}{',' + i if i is not None else ''}]"
+        match = re.fullmatch(r"([xt])_(\d+)(?:_(\d+))?", name)
+        if match:
+            letter, first, second = match.groups()
+            return f"{letter}[{first}{',' + second if second is not None else ''}]"
+        return naming.text(name)
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name.startswith("fprime"):
+            return f"f{name[6:]}'({', '.join(self._print(a) for a in expr.args)})"
+        return super()._print_Function(expr)
+
+    def _print_Heaviside(self, expr):
+        return f"H({self._print(expr.args[0])})"
+
+    def _print_Sigmoid(self, expr):
+        return f"σ({self._print(expr.args[0])})"
+
+
+def _text_cse(expressions: list) -> tuple[list[tuple], list]:
+    """Shared subexpressions of long scalar expressions named u1, u2, ... (text view)."""
+    printer = ScalarTextPrinter()
+    if not any(len(printer.doprint(e)) > 100 for e in expressions):
+        return [], expressions
+    numbered = sp.numbered_symbols("u", start=1, real=True)
+    return sp.cse(expressions, symbols=numbered, optimizations="basic")
+
+
+def _text_per_weight(per_weight, only: tuple | None = None) -> dict:
+    """The per-weight part of the text view: deltas and products, or (dict) SymPy's entries."""
+    printer = ScalarTextPrinter()
+    if _is_delta_form(per_weight):
+        form = per_weight
+        entries = []
+        for param, matrix in form.gradients.items():
+            for idx in _indices(matrix):
+                if only is not None and (param, idx) != only:
+                    continue
+                shown = idx[:1] if param.startswith("b") else idx
+                text = printer.doprint(form.signal(param, idx))
+                if param.startswith("W"):
+                    text += "*" + printer.parenthesize(form.input_of(param, idx), 50)
+                if matrix[idx].has(form_decay()):
+                    text += " + λ*" + printer.doprint(form.params[param][idx])
+                entries.append((f"dℓ/d{param}[{','.join(map(str, shown))}]", text,
+                                matrix[idx]))
+        symbols = (form.deltas if only is None else
+                   form.needed(sp.Add(*(e for _, _, e in entries))))
+
+        def shown_text(symbol) -> str:
+            if symbol not in form.parts:
+                return printer.doprint(_common_factor(dict(form.deltas)[symbol]))
+            return "*".join(printer.parenthesize(f, 50, strict=True) for f in form.parts[symbol])
+
+        definitions = [(printer.doprint(s), shown_text(s)) for s, _ in symbols]
+        slopes = [(f"f{prime.__name__[6:]}'(x)", printer.doprint(d))
+                  for prime, d in form.slopes.items()]
+        return {"kind": "deltas", "definitions": definitions, "slopes": slopes,
+                "heaviside": any(e.has(sp.Heaviside) for _, e in symbols),
+                "weights": [(n, e) for n, e, _ in entries],
+                "softmax_ce": form.softmax_cross_entropy}
+    names, expressions = [], []
+    for param in sorted(per_weight):
+        matrix = sp.Matrix(per_weight[param])
+        for idx in _indices(matrix):
+            shown = idx[:1] if param.startswith("b") else idx  # a bias has one index
+            names.append(f"dL/d{param}[{_index(shown)}]")
+            expressions.append(matrix[idx])
+    replaced, expressions = _text_cse(expressions)
+    return {"kind": "full", "definitions": [(printer.doprint(u), printer.doprint(v))
+                                            for u, v in replaced],
+            "slopes": [], "softmax_ce": False,
+            "weights": [(n, printer.doprint(e)) for n, e in zip(names, expressions)]}
+
+
+def render_weight(derivation, per_weight, weight: str) -> str:
+    """One weight's derivative in the text view, with the error signals it uses."""
+    name, idx = per_weight.entry(weight)
+    part = _text_per_weight(per_weight, only=(name, idx))
+    lines = [f"{n} = {e}" for n, e in part["weights"]]
+    if part["definitions"]:
+        lines.append("where, from the output down (one sample; al[j] from the forward pass):")
+        lines += [f"  {n} = {e}" for n, e in part["slopes"] + part["definitions"]]
+    return "".join(plain_text(line) + "\n" for line in lines)
+
+
+def render_text(derivation, *, per_weight=None) -> str:
+    """A plain-text view: notation, one numbered line per step, the recurrence and the update."""
     printer = TextPrinter()
     rows = []
     for step in derivation.steps:
@@ -1081,19 +1263,17 @@ def render_text(derivation, *, per_weight: dict | None = None) -> str:
                      "lhs": naming.text(step.target), "rhs": printer.doprint(step.expr),
                      "shape": shape, "rule": step.description,
                      "layer": step.layer, "detail": _text_detail(step, printer)})
-    weights = []
-    for param in sorted(per_weight or {}):
-        matrix = sp.Matrix(per_weight[param])
-        for idx in _indices(matrix):
-            shown = idx[:1] if param.startswith("b") else idx  # a bias has one index
-            weights.append((f"dL/d{param}[{_index(shown)}]",
-                            printer.doprint(matrix[idx])))
+    part = _text_per_weight(per_weight) if per_weight else None
+    if part:
+        for key in ("definitions", "slopes", "weights"):
+            part[key] = [(plain_text(n), plain_text(e)) for n, e in part[key]]
     rows = [{key: plain_text(value) if isinstance(value, str) else value
              for key, value in row.items()} for row in rows]
-    weights = [(plain_text(name), plain_text(expr)) for name, expr in weights]
+    builder = _Builder(derivation, "md")
     return environment().get_template("derivation.txt.j2").render(
         spec=derivation.spec, name=plain_text(derivation.spec.name), steps=rows,
-        weights=weights)
+        per_weight=part, training=builder.recurrence(), general=builder.general(),
+        skip=any(len(n.sources) > 1 for n in derivation.graph.nodes if n.op == "dense"))
 
 
 def _text_detail(step, printer: TextPrinter) -> str:
@@ -1113,3 +1293,162 @@ def _text_detail(step, printer: TextPrinter) -> str:
     if step.rule == "loss":
         return f"l(y, t) = {detail['per_output']}, reduction {detail['reduction']}"
     return ""
+
+
+# --------------------------------------------------------------------------- the figure
+
+#: The most units a column of the network figure shows; wider layers are elided.
+FIGURE_UNITS = 6
+
+
+def _drawn_units(size: int) -> list[int | None]:
+    """Unit indices a column shows, ``None`` for the ellipsis: 0 1 2 ... n-2 n-1."""
+    if size <= FIGURE_UNITS:
+        return list(range(size))
+    return [0, 1, 2, None, size - 2, size - 1]
+
+
+def network_figure(spec, graph) -> dict:
+    r"""The network drawn from the spec in TikZ, as in Bishop's Fig. 5.7.
+
+    Units are circles (at most :data:`FIGURE_UNITS` a layer, the middle ones elided), a
+    layer without units of its own (convolution, pooling, recurrent, normalisation, ...)
+    a labelled box; connections that skip a layer are curved.  One weight
+    :math:`w^{(l)}_{ji}` is drawn thick and labelled, and red dashed arrows show the error
+    signals :math:`\delta^{(l+1)}_k` flowing back to unit j.  Returns the picture and the
+    names the caption needs.
+    """
+    depth = len(spec.layers)
+    columns = depth + 1
+    step = min(2.6, 13.0 / max(columns, 1))
+    gap = 0.85
+    first_nodes = {layer: [n for n in graph.nodes if n.layer == layer][0]
+                   for layer in range(1, depth + 1)}
+
+    def source_layers(layer: int) -> list[tuple[int, tuple | None]]:
+        """(layer read, input columns or None) for each source of a layer."""
+        out = []
+        for name in first_nodes[layer].sources:
+            node = graph.node(name)
+            while node.layer == layer and node.sources:
+                node = graph.node(node.sources[0])
+            if node.op == "slice":
+                out.append((0, (node.start, node.start + node.size)))
+            else:
+                out.append((node.layer or 0, None))
+        return out
+
+    shape = spec.input_shape
+    unit_columns = {0: shape is None or len(shape) <= 1}
+    sizes = {0: spec.n_inputs}
+    for index, layer in enumerate(spec.layers, start=1):
+        unit_columns[index] = layer.kind == "dense"
+        sizes[index] = layer.units
+    lines = [r"\begin{tikzpicture}[x=1cm, y=1cm, >=stealth,",
+             r"  unit/.style={circle, draw, thick, minimum size=5.5mm, inner sep=0pt, "
+             r"font=\scriptsize},",
+             r"  box/.style={draw, thick, rounded corners=2pt, align=center, "
+             r"minimum height=2.2cm, text width=%.2fcm, font=\scriptsize}," % (step * 0.62),
+             r"  edge/.style={draw=black!35}, skip/.style={draw=blue!60, bend left=28},",
+             r"  back/.style={->, draw=red!75!black, dashed, thick}]"]
+    where: dict[int, dict] = {}  # column -> unit index -> node name (or "box")
+    for column in range(columns):
+        x = column * step
+        if unit_columns[column]:
+            drawn = _drawn_units(sizes[column])
+            top = (len(drawn) - 1) * gap / 2
+            where[column] = {}
+            for row, unit in enumerate(drawn):
+                y = top - row * gap
+                if unit is None:
+                    lines.append(rf"\node at ({x:.2f},{y:.2f}) {{$\vdots$}};")
+                    continue
+                name = f"u{column}x{unit}"
+                where[column][unit] = name
+                label = (rf"$x_{{{unit}}}$" if column == 0 else "")
+                lines.append(rf"\node[unit] ({name}) at ({x:.2f},{y:.2f}) {{{label}}};")
+        else:
+            if column == 0:
+                text = r"input\\ " + r"$\times$".join(map(str, shape))
+            else:
+                layer = spec.layers[column - 1]
+                kind = {"conv2d": "conv", "maxpool2d": "max pool", "avgpool2d": "avg pool",
+                        "rnn": "recurrent", "lstm": "LSTM", "gru": "GRU",
+                        "batchnorm": "batch norm", "layernorm": "layer norm"}.get(
+                            layer.kind, latex_text(layer.kind))
+                dims = layer.shape if layer.shape else (layer.units,)
+                text = kind + r"\\ " + r"$\times$".join(map(str, dims))
+            lines.append(rf"\node[box] (c{column}) at ({x:.2f},0) {{{text}}};")
+            where[column] = {}
+        label = "input" if column == 0 else f"$l = {column}$"
+        lines.append(rf"\node[font=\scriptsize, anchor=north] at ({x:.2f},-2.75) {{{label}}};")
+
+    def anchors(column: int, span: tuple | None) -> list[str]:
+        if not where[column]:
+            return [f"c{column}"]
+        return [name for unit, name in where[column].items()
+                if span is None or span[0] <= unit < span[1]]
+
+    bundles: list[bool] = []
+    candidates = []  # (source column, unit i's node, layer): where w_ji can be shown
+    for layer in range(1, depth + 1):
+        for source, span in source_layers(layer):
+            bent = layer - source > 1
+            pairs = [(a, b) for a in anchors(source, span) for b in anchors(layer, None)]
+            if bent and len(pairs) > 4:  # a bundle: one thick curve for all of them
+                a, b = anchors(source, span)[0], anchors(layer, None)[0]
+                lines.append(rf"\draw[skip, line width=2.2pt, draw=blue!45, bend left=22] "
+                             rf"({a}) to ({b});")
+                bundles.append(True)
+            else:
+                for a, b in pairs:
+                    lines.append(rf"\draw[{'skip' if bent else 'edge'}] ({a}) to ({b});")
+            if unit_columns[layer] and unit_columns[source] and not bent \
+                    and anchors(source, span):
+                candidates.append((source, anchors(source, span)[0], layer))
+    fed = [c for c in candidates
+           if any(unit_columns[m] and any(s == c[2] for s, _ in source_layers(m))
+                  for m in range(c[2] + 1, depth + 1))]
+    highlight = (fed or candidates or [None])[-1]
+    out_x = depth * step + step * 0.75
+    lines.append(rf"\node[draw, thick, font=\small] (loss) at ({out_x:.2f},0) {{$L$}};")
+    for a in anchors(depth, None):
+        lines.append(rf"\draw[edge] ({a}) to (loss);")
+    names = {"weight": "", "delta": ""}
+    if highlight is not None:
+        source, a, layer = highlight
+        b = next(iter(where[layer].values()))
+        i, j = a.split("x")[1], b.split("x")[1]
+        lines.append(rf"\draw[very thick] ({a}) -- node[above, sloped, font=\scriptsize, "
+                     rf"pos=0.45] {{$w^{{({layer})}}_{{{j}{i}}}$}} ({b});")
+        lines.append(rf"\node[font=\scriptsize, anchor=north, inner sep=1pt] at "
+                     rf"({b}.south) {{$\delta^{{({layer})}}_{{{j}}}$}};")
+        lines.append(rf"\node[font=\scriptsize, anchor=south east, inner sep=1pt] at "
+                     rf"({a}.north west) {{$a_{{{i}}}$}};" if source else "")
+        names["weight"] = rf"$w^{{({layer})}}_{{{j}{i}}}$"
+        consumers = [m for m in range(layer + 1, depth + 1) if unit_columns[m]
+                     and any(s == layer for s, _ in source_layers(m))]
+        if consumers and where[consumers[0]]:
+            m = consumers[0]
+            for (k, name), side in zip(list(where[m].items())[:2], ("above", "below")):
+                lines.append(rf"\draw[back] ({name}) to[bend right=10] node[pos=0.3, {side}, "
+                             rf"font=\scriptsize, inner sep=1pt] "
+                             rf"{{$\delta^{{({m})}}_{{{k}}}$}} ({b});")
+            names["delta"] = rf"$\delta^{{({m})}}_k$"
+        else:
+            lines.append(rf"\draw[back] (loss) to[bend right=20] node[pos=0.4, font=\scriptsize,"
+                         rf" fill=white, inner sep=1pt] {{$\partial L / \partial a$}} ({b});")
+            names["delta"] = rf"$\partial L / \partial a^{{({depth})}}_j$"
+    lines.append(r"\end{tikzpicture}")
+    return {"tikz": "\n".join(line for line in lines if line), "bundles": bool(bundles),
+            **names}
+
+
+def _register_views() -> None:
+    """Make ``str(derivation)`` and Jupyter's rich display use these printers."""
+    from .derive import VIEWS
+
+    VIEWS.update(text=render_text, latex=render_latex_body, markdown=render_markdown)
+
+
+_register_views()
