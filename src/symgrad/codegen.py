@@ -35,7 +35,7 @@ import sympy as sp
 from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
 from .inplace import plan, reads
-from .ops import normalisation
+from .ops import attention_rows, normalisation
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
@@ -272,6 +272,7 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
                        "receptive": math.prod(graph.params[weight][2:]) if layer.kind == "conv2d"
                        else None})
     layers += norm["init_layers"]
+    layers += attention_rows.init_layers(spec, graph)  # Q, K, V and output projections
     backward_reads = set().union(*(line.reads for line in forward_for_grad + backward),
                                  loss_line.reads)
     for name in [*graph.params, *(node.name for node in graph.nodes),

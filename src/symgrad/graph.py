@@ -208,3 +208,11 @@ def _dropout(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
 
 
 _LAYERS.update(layernorm=_norm, batchnorm=_norm, embedding=_embedding, dropout=_dropout)
+
+
+def _attention(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
+    from .ops.attention_rows import graph_nodes  # the row knows its four projections
+    return graph_nodes(layer, index, sources, inputs, params)
+
+
+_LAYERS.update(attention=_attention)

@@ -167,6 +167,13 @@ def latex(name: str) -> str:
     normalised = _norm_latex(name)
     if normalised is not None:
         return normalised
+    match = re.fullmatch(r"(W|b)?(q|k|v|o)(\d+)|(s|p)(\d+)", name)  # attention
+    if match and match.group(3):
+        role = match.group(2).upper()
+        head = f"{match.group(1)}_{{{role}}}" if match.group(1) else role
+        return f"{head}^{{({match.group(3)})}}"
+    if match:
+        return f"{match.group(4).upper()}^{{({match.group(5)})}}"
     return {DECAY: r"\lambda", BATCH: "N", INPUT: "X", TARGET: "T", LOSS: "L"}.get(name, name)
 
 

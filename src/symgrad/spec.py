@@ -115,6 +115,7 @@ LAYER_KINDS += RECURRENT
 POOLS = ("maxpool2d", "avgpool2d")
 NORM_KINDS = ("layernorm", "batchnorm", "embedding", "dropout")  # read by read_norm_layer
 LAYER_KINDS += NORM_KINDS
+LAYER_KINDS += ("attention",)  # read by symgrad.ops.attention_rows.read_layer
 
 MAX_SPEC_BYTES = 1 << 20         # a spec file is at most 1 MiB
 MAX_DEPTH = 64                   # bracket/brace nesting in the TOML text
@@ -217,7 +218,7 @@ class Training:
     epochs: int = 1000
     batch_size: int = 32
     seed: int = 0
-    weight_decay: float = 0.0  # fraction each weight shrinks after every update
+    shrink: float = 0.0  # fraction every parameter shrinks after each update (1986 weight decay)
     tolerance: float | None = None
     schedule: tuple[Phase, ...] = ()
     bptt: int = 0  # truncated backpropagation through time: chunks of bptt steps (0: full)
@@ -267,6 +268,7 @@ _LAYER_KEYS = {
     "batchnorm": {"kind", "name", "eps", "momentum", "activation"},
     "embedding": {"kind", "name", "vocab", "dim"},
     "dropout": {"kind", "name", "rate"},
+    "attention": {"kind", "name", "dk", "heads", "causal", "bias", "residual", "init"},
     "rnn": {"kind", "units", "activation", "sequences", "bias", "name", "init"},
     "lstm": {"kind", "units", "sequences", "bias", "name", "init"},
     "gru": {"kind", "units", "sequences", "bias", "name", "init"},
@@ -274,7 +276,7 @@ _LAYER_KEYS = {
 _LAYER_REQUIRED = {"dense": ("units",), "conv2d": ("filters", "kernel"), "maxpool2d": ("size",),
                    "avgpool2d": ("size",), "flatten": (), "rnn": ("units",), "lstm": ("units",),
                    "gru": ("units",), "layernorm": (), "batchnorm": (),
-                   "embedding": ("vocab", "dim"), "dropout": ("rate",)}
+                   "embedding": ("vocab", "dim"), "dropout": ("rate",), "attention": ()}
 # a key of another layer kind -> the key meant here
 _LAYER_SYNONYMS = {"dense": {"filters": "units"},
                    "conv2d": {"units": "filters", "size": "kernel"},
@@ -282,7 +284,8 @@ _LAYER_SYNONYMS = {"dense": {"filters": "units"},
 _ACTIVATION_KEYS = {"kind", "expr", "slope", "alpha"}
 _LOSS_KEYS = {"kind", "reduction", "weight_decay", "expr"}
 _TRAINING_KEYS = {"mode", "optimizer", "learning_rate", "momentum", "epochs", "batch_size",
-                  "seed", "weight_decay", "tolerance", "schedule", "bptt"}
+                  "seed", "shrink", "tolerance", "schedule", "bptt",
+                  "weight_decay"}  # weight_decay: renamed shrink, refused with a hint
 _PHASE_KEYS = {"epoch", "learning_rate", "momentum"}
 _INIT_KEYS = {"kind", "range"}
 
@@ -591,7 +594,7 @@ class _Reader:
                                "layer name")
         if name in shapes or name == INPUT:
             self.fail((*where, "name"), f"name '{name}' is already used")
-        bias = data.get("bias", kind in ("dense", "conv2d", *RECURRENT))
+        bias = data.get("bias", kind in ("dense", "conv2d", "attention", *RECURRENT))
         if not isinstance(bias, bool):
             self.fail((*where, "bias"), f"expected true or false, got {_short(bias)}")
         init = data.get("init")
@@ -603,6 +606,9 @@ class _Reader:
             return self.read_norm_layer(data, index, shapes, earlier, name, kind)
         if kind in RECURRENT:
             return self.read_recurrent(data, index, kind, name, bias, init, shapes, earlier)
+        if kind == "attention":
+            from .ops.attention_rows import read_layer
+            return read_layer(self, data, index, shapes, earlier, name, bias, init)
         source = earlier[-1].name if earlier else INPUT
         if kind == "flatten":
             in_shape = self.image_input(where, kind, source, shapes)
@@ -879,9 +885,12 @@ class _Reader:
                                                      (*where, "learning_rate"))
         if "momentum" in data:
             kw["momentum"] = self.number(data["momentum"], (*where, "momentum"), below=1.0)
-        if "weight_decay" in data:  # a fraction of every weight per update
-            kw["weight_decay"] = self.number(data["weight_decay"], (*where, "weight_decay"),
-                                             below=1.0)
+        if "weight_decay" in data:
+            self.fail((*where, "weight_decay"), "renamed 'shrink' in [training] (every parameter "
+                      "shrinks by that fraction after each update); the L2 term "
+                      "lambda/2 sum W^2 is [loss] weight_decay")
+        if "shrink" in data:  # a fraction of every parameter per update
+            kw["shrink"] = self.number(data["shrink"], (*where, "shrink"), below=1.0)
         if "tolerance" in data:
             kw["tolerance"] = self.number(data["tolerance"], (*where, "tolerance"), 0.0, 1.0)
         if "bptt" in data:  # truncated BPTT: the gradient crosses at most chunks of bptt steps

@@ -5,6 +5,7 @@ Importing this package registers every row; see :mod:`symgrad.ops.registry`.
 
 from . import (  # noqa: F401  (each module registers its rows)
     activation,
+    attention_rows,  # scaled dot-product self-attention
     convolution,
     dense,
     inputs,
