@@ -43,7 +43,7 @@ TRAINING = {
     "epochs": 60,
     "batch_size": 32,
     "seed": 0,
-    "weight_decay": 0.0,
+    "shrink": 0.0,
     "schedule": (
     ),
 }
@@ -132,6 +132,21 @@ def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt):
     return dX, dWx, dWh, db
 
 
+def _targets(T, dtype=DTYPE):
+    """T as an array of dtype; integer class labels (one per step) become one-hot rows.
+
+    ValueError naming the first label outside [0, 25).
+    """
+    T = np.asarray(T)
+    if T.dtype.kind in "iu" and T.ndim == 2 and T.shape[1] == TARGET_SHAPE[0] != N_OUTPUTS:
+        bad = (T < 0) | (T >= 25)
+        if bad.any():
+            raise ValueError(f"T: class label {T[bad].flat[0]} is out of range; "
+                             "labels are in [0, 25)")
+        T = np.eye(25, dtype=dtype)[T]
+    return np.asarray(T, dtype=dtype)
+
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: Wx1 xavier, Wh1 xavier, W2 xavier."""
     rng = np.random.default_rng(seed)
@@ -153,6 +168,7 @@ def init_params(seed=0, dtype=DTYPE):
 def forward(params, X):
     """The network's output for inputs X of shape (N, 400)."""
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
+    X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     # (1) layer 1: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T
     tape1 = _rnn_forward(X, Wx1, Wh1, b1, 0)
@@ -176,6 +192,8 @@ def predict(params, X):
 def loss(params, X, T):
     """The loss L (equation 6) on inputs X and targets T."""
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
+    X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["Wx1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
     n = X.shape[0]
@@ -195,6 +213,8 @@ def loss(params, X, T):
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
+    X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["Wx1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
     n = X.shape[0]
@@ -255,12 +275,13 @@ def init_state(params):
 
 
 def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimizer="sgd",
-                   weight_decay=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
+                   shrink=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """Change the parameters in place by one step of the optimiser.
 
     sgd:  dw(t) = -learning_rate * dE/dw + momentum * dw(t-1)  (Rumelhart, Hinton & Williams 1986)
     adam: Kingma & Ba (2015), with bias-corrected moments.
-    weight_decay shrinks every parameter by that fraction after the change.
+    shrink: every parameter shrinks by that fraction after the change (weight decay as in
+    1986, outside the loss; the loss's own decay term is in the gradient).
     """
     state["step"] += 1
     for name, grad in grads.items():
@@ -281,19 +302,19 @@ def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimiz
             value -= learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
-        if weight_decay:
-            value *= 1 - weight_decay
+        if shrink:
+            value *= 1 - shrink
 
 
 def update(params, state, x, t, *, learning_rate=TRAINING["learning_rate"],
            momentum=TRAINING["momentum"], optimizer=TRAINING["optimizer"],
-           weight_decay=TRAINING["weight_decay"]):
+           shrink=TRAINING["shrink"]):
     """Online learning: one update from one example (x, t) as it arrives; returns its loss."""
     X = np.asarray(x, dtype=params["Wx1"].dtype).reshape(1, -1)
-    T = np.asarray(t, dtype=X.dtype).reshape(1, -1)
+    T = _targets(np.asarray(t)[None], X.dtype).reshape(1, -1)
     value, grads = loss_and_grad(params, X, T)
     apply_gradient(params, state, grads, learning_rate=learning_rate, momentum=momentum,
-                   optimizer=optimizer, weight_decay=weight_decay)
+                   optimizer=optimizer, shrink=shrink)
     return value
 
 
@@ -309,7 +330,7 @@ def _schedule(schedule, epoch, learning_rate, momentum):
 def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
-          optimizer=TRAINING["optimizer"], weight_decay=TRAINING["weight_decay"],
+          optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
           schedule=TRAINING["schedule"], callback=None, state=None):
     """Train params in place; returns the loss of every epoch.
 
@@ -321,7 +342,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
     X = np.asarray(X, dtype=params["Wx1"].dtype)
-    T = np.asarray(T, dtype=X.dtype)
+    T = _targets(T, X.dtype)
     X, T = X.reshape(len(X), -1), T.reshape(len(T), -1)  # flat rows; loss_and_grad reshapes
     if X.shape[1:] != (N_INPUTS,) or T.shape[1:] != (N_OUTPUTS,):
         raise ValueError(f"expected X (N, 16, 25) and T (N, 16, 25), got {X.shape} and {T.shape}")
@@ -334,7 +355,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     for epoch in range(epochs):
         rate, alpha = _schedule(schedule, epoch, learning_rate, momentum)
         options = {"learning_rate": rate, "momentum": alpha, "optimizer": optimizer,
-                   "weight_decay": weight_decay}
+                   "shrink": shrink}
         if mode == "batch":
             value, grads = loss_and_grad(params, X, T)
             apply_gradient(params, state, grads, **options)
@@ -486,6 +507,11 @@ def _main(argv=None):
             refuse(args.out, "--out", "its directory does not exist")
         data = read_npz(args.data, "--data", ("X", "T"))
         X = numbers(args.data, "X", data["X"], (None, N_INPUTS))
+        if data["T"].dtype.kind in "iu":
+            try:
+                data["T"] = _targets(data["T"]).reshape(len(data["T"]), -1)  # one-hot labels
+            except ValueError as error:
+                refuse(args.data, "T", str(error).removeprefix("T: "))
         T = numbers(args.data, "T", data["T"], (None, N_OUTPUTS))
         if len(X) != len(T):
             refuse(args.data, "T", f"has {len(T)} rows but X has {len(X)}")

@@ -43,7 +43,7 @@ TRAINING = {
     "epochs": 40,
     "batch_size": 32,
     "seed": 0,
-    "weight_decay": 0.0,
+    "shrink": 0.0,
     "schedule": (
     ),
 }
@@ -147,6 +147,21 @@ def _maxpool2d_grad(G, A, kernel, stride):
     return dA
 
 
+def _targets(T, dtype=DTYPE):
+    """T as an array of dtype; integer class labels become one-hot rows.
+
+    ValueError naming the first label outside [0, 10).
+    """
+    T = np.asarray(T)
+    if T.dtype.kind in "iu" and T.ndim == 1:
+        bad = (T < 0) | (T >= 10)
+        if bad.any():
+            raise ValueError(f"T: class label {T[bad].flat[0]} is out of range; "
+                             "labels are in [0, 10)")
+        T = np.eye(10, dtype=dtype)[T]
+    return np.asarray(T, dtype=dtype)
+
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: K1 he, K3 he, W6 he."""
     rng = np.random.default_rng(seed)
@@ -171,6 +186,7 @@ def init_params(seed=0, dtype=DTYPE):
 def forward(params, X):
     """The network's output for inputs X of shape (N, 64)."""
     K1, b1, K3, b3, W6, b6 = (params["K1"], params["b1"], params["K3"], params["b3"], params["W6"], params["b6"])
+    X = np.asarray(X, dtype=params["K1"].real.dtype)  # the parameters' dtype
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (channels, height, width) images
     # (1) layer 1: input cross-correlated with K1, plus bias
     z1 = _conv2d(X, K1, b1, (1, 1), (2, 2))
@@ -202,6 +218,8 @@ def predict(params, X):
 def loss(params, X, T):
     """The loss L (equation 10) on inputs X and targets T."""
     K1, b1, K3, b3, W6, b6 = (params["K1"], params["b1"], params["K3"], params["b3"], params["W6"], params["b6"])
+    X = np.asarray(X, dtype=params["K1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["K1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (channels, height, width) images
     n = X.shape[0]
     # (1) layer 1: input cross-correlated with K1, plus bias
@@ -228,6 +246,8 @@ def loss(params, X, T):
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     K1, b1, K3, b3, W6, b6 = (params["K1"], params["b1"], params["K3"], params["b3"], params["W6"], params["b6"])
+    X = np.asarray(X, dtype=params["K1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["K1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (channels, height, width) images
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
@@ -314,12 +334,13 @@ def init_state(params):
 
 
 def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimizer="sgd",
-                   weight_decay=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
+                   shrink=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """Change the parameters in place by one step of the optimiser.
 
     sgd:  dw(t) = -learning_rate * dE/dw + momentum * dw(t-1)  (Rumelhart, Hinton & Williams 1986)
     adam: Kingma & Ba (2015), with bias-corrected moments.
-    weight_decay shrinks every parameter by that fraction after the change.
+    shrink: every parameter shrinks by that fraction after the change (weight decay as in
+    1986, outside the loss; the loss's own decay term is in the gradient).
     """
     state["step"] += 1
     for name, grad in grads.items():
@@ -340,19 +361,19 @@ def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimiz
             value -= learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
-        if weight_decay:
-            value *= 1 - weight_decay
+        if shrink:
+            value *= 1 - shrink
 
 
 def update(params, state, x, t, *, learning_rate=TRAINING["learning_rate"],
            momentum=TRAINING["momentum"], optimizer=TRAINING["optimizer"],
-           weight_decay=TRAINING["weight_decay"]):
+           shrink=TRAINING["shrink"]):
     """Online learning: one update from one example (x, t) as it arrives; returns its loss."""
     X = np.asarray(x, dtype=params["K1"].dtype).reshape(1, -1)
-    T = np.asarray(t, dtype=X.dtype).reshape(1, -1)
+    T = _targets(np.asarray(t)[None], X.dtype).reshape(1, -1)
     value, grads = loss_and_grad(params, X, T)
     apply_gradient(params, state, grads, learning_rate=learning_rate, momentum=momentum,
-                   optimizer=optimizer, weight_decay=weight_decay)
+                   optimizer=optimizer, shrink=shrink)
     return value
 
 
@@ -368,7 +389,7 @@ def _schedule(schedule, epoch, learning_rate, momentum):
 def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
-          optimizer=TRAINING["optimizer"], weight_decay=TRAINING["weight_decay"],
+          optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
           schedule=TRAINING["schedule"], callback=None, state=None):
     """Train params in place; returns the loss of every epoch.
 
@@ -380,7 +401,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
     X = np.asarray(X, dtype=params["K1"].dtype)
-    T = np.asarray(T, dtype=X.dtype)
+    T = _targets(T, X.dtype)
     if X.ndim != 2 or T.ndim != 2 or len(X) != len(T):
         raise ValueError(f"expected X (N, 64) and T (N, 10), got {X.shape} and {T.shape}")
     rng = np.random.default_rng(seed)
@@ -390,7 +411,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     for epoch in range(epochs):
         rate, alpha = _schedule(schedule, epoch, learning_rate, momentum)
         options = {"learning_rate": rate, "momentum": alpha, "optimizer": optimizer,
-                   "weight_decay": weight_decay}
+                   "shrink": shrink}
         if mode == "batch":
             value, grads = loss_and_grad(params, X, T)
             apply_gradient(params, state, grads, **options)
@@ -542,6 +563,11 @@ def _main(argv=None):
             refuse(args.out, "--out", "its directory does not exist")
         data = read_npz(args.data, "--data", ("X", "T"))
         X = numbers(args.data, "X", data["X"], (None, N_INPUTS))
+        if data["T"].dtype.kind in "iu":
+            try:
+                data["T"] = _targets(data["T"])  # one-hot labels
+            except ValueError as error:
+                refuse(args.data, "T", str(error).removeprefix("T: "))
         T = numbers(args.data, "T", data["T"], (None, N_OUTPUTS))
         if len(X) != len(T):
             refuse(args.data, "T", f"has {len(T)} rows but X has {len(X)}")

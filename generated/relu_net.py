@@ -36,11 +36,16 @@ TRAINING = {
     "epochs": 1000,
     "batch_size": 32,
     "seed": 0,
-    "weight_decay": 0.0,
+    "shrink": 0.0,
     "schedule": (
     ),
 }
 
+
+
+def _targets(T, dtype=DTYPE):
+    """T as an array of dtype."""
+    return np.asarray(T, dtype=dtype)
 
 
 def init_params(seed=0, dtype=DTYPE):
@@ -65,6 +70,7 @@ def init_params(seed=0, dtype=DTYPE):
 def forward(params, X):
     """The network's output for inputs X of shape (N, 3)."""
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
+    X = np.asarray(X, dtype=params["W1"].real.dtype)  # the parameters' dtype
     # (1) layer 1: weighted inputs plus bias
     z1 = X @ W1.T
     z1 += b1
@@ -91,6 +97,8 @@ def predict(params, X):
 def loss(params, X, T):
     """The loss L (equation 7) on inputs X and targets T."""
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
+    X = np.asarray(X, dtype=params["W1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["W1"].real.dtype)
     n = X.shape[0]
     # (1) layer 1: weighted inputs plus bias
     z1 = X @ W1.T
@@ -114,6 +122,8 @@ def loss(params, X, T):
 def loss_and_grad(params, X, T):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, W2, b2, W3, b3 = (params["W1"], params["b1"], params["W2"], params["b2"], params["W3"], params["b3"])
+    X = np.asarray(X, dtype=params["W1"].real.dtype)  # the parameters' dtype
+    T = _targets(T, params["W1"].real.dtype)
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: weighted inputs plus bias
@@ -186,12 +196,13 @@ def init_state(params):
 
 
 def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimizer="sgd",
-                   weight_decay=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
+                   shrink=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
     """Change the parameters in place by one step of the optimiser.
 
     sgd:  dw(t) = -learning_rate * dE/dw + momentum * dw(t-1)  (Rumelhart, Hinton & Williams 1986)
     adam: Kingma & Ba (2015), with bias-corrected moments.
-    weight_decay shrinks every parameter by that fraction after the change.
+    shrink: every parameter shrinks by that fraction after the change (weight decay as in
+    1986, outside the loss; the loss's own decay term is in the gradient).
     """
     state["step"] += 1
     for name, grad in grads.items():
@@ -212,19 +223,19 @@ def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimiz
             value -= learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
-        if weight_decay:
-            value *= 1 - weight_decay
+        if shrink:
+            value *= 1 - shrink
 
 
 def update(params, state, x, t, *, learning_rate=TRAINING["learning_rate"],
            momentum=TRAINING["momentum"], optimizer=TRAINING["optimizer"],
-           weight_decay=TRAINING["weight_decay"]):
+           shrink=TRAINING["shrink"]):
     """Online learning: one update from one example (x, t) as it arrives; returns its loss."""
     X = np.asarray(x, dtype=params["W1"].dtype).reshape(1, -1)
-    T = np.asarray(t, dtype=X.dtype).reshape(1, -1)
+    T = _targets(np.asarray(t)[None], X.dtype).reshape(1, -1)
     value, grads = loss_and_grad(params, X, T)
     apply_gradient(params, state, grads, learning_rate=learning_rate, momentum=momentum,
-                   optimizer=optimizer, weight_decay=weight_decay)
+                   optimizer=optimizer, shrink=shrink)
     return value
 
 
@@ -240,7 +251,7 @@ def _schedule(schedule, epoch, learning_rate, momentum):
 def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
-          optimizer=TRAINING["optimizer"], weight_decay=TRAINING["weight_decay"],
+          optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
           schedule=TRAINING["schedule"], callback=None, state=None):
     """Train params in place; returns the loss of every epoch.
 
@@ -252,7 +263,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
     X = np.asarray(X, dtype=params["W1"].dtype)
-    T = np.asarray(T, dtype=X.dtype)
+    T = _targets(T, X.dtype)
     if X.ndim != 2 or T.ndim != 2 or len(X) != len(T):
         raise ValueError(f"expected X (N, 3) and T (N, 1), got {X.shape} and {T.shape}")
     rng = np.random.default_rng(seed)
@@ -262,7 +273,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
     for epoch in range(epochs):
         rate, alpha = _schedule(schedule, epoch, learning_rate, momentum)
         options = {"learning_rate": rate, "momentum": alpha, "optimizer": optimizer,
-                   "weight_decay": weight_decay}
+                   "shrink": shrink}
         if mode == "batch":
             value, grads = loss_and_grad(params, X, T)
             apply_gradient(params, state, grads, **options)

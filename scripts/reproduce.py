@@ -421,7 +421,7 @@ def _family_section(seeds: range) -> str:
         f"[-{spec.init.range:g}, {spec.init.range:g}] initial weights. 1,500 sweeps in batch "
         "mode (one weight change per sweep through all 100 training triples): eps 0.005 and "
         "alpha 0.5 for the first 20 sweeps, then eps 0.01 and alpha 0.9; every weight and "
-        f"bias decayed by {100 * t.weight_decay:g}% after each change. The task "
+        f"bias decayed by {100 * t.shrink:g}% after each change. The task "
         "(`load_task('family-trees', seed=s)`) is the 104 (person, relationship) pairs of "
         "Hinton's two trees; the 8 with two correct answers (the aunts and uncles of Colin, "
         "Charlotte, Alfonso and Sophia) have both answer units at 1 (112 person-relationship-"

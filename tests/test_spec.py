@@ -333,7 +333,8 @@ LEAKY = BASE.replace(LAYER2, 'units = 1\nactivation = { kind = "leaky_relu", slo
     ("[training]\nmomentum = VALUE", "training.momentum", "5", ["less than 1"]),
     ("[training]\nmomentum = VALUE", "training.momentum", "1.0", ["less than 1"]),
     ("[training]\nmomentum = VALUE", "training.momentum", "-0.5", ["at least 0"]),
-    ("[training]\nweight_decay = VALUE", "training.weight_decay", "1", ["less than 1"]),
+    ("[training]\nshrink = VALUE", "training.shrink", "1", ["less than 1"]),
+    ("[training]\nweight_decay = VALUE", "training.weight_decay", "0.1", ["renamed 'shrink'"]),
     ("[training]\ntolerance = VALUE", "training.tolerance", "-0.1", ["at least 0"]),
     ("[training]\nepochs = VALUE", "training.epochs", "0", ["at least 1"]),
     ("[training]\nepochs = VALUE", "training.epochs", "1000000000", ["at most 100,000,000"]),
@@ -365,7 +366,7 @@ def test_activation_parameters_are_bounded():
 
 def test_valid_training_values_are_kept():
     text = BASE + ("\n[training]\nmomentum = 0.99\nlearning_rate = 1000\nseed = 4294967295\n"
-                   "tolerance = 0\nweight_decay = 0\n")
+                   "tolerance = 0\nshrink = 0\n")
     training = loads_spec(text).training
     assert (training.momentum, training.learning_rate, training.seed, training.tolerance) == \
         (0.99, 1000.0, 2**32 - 1, 0.0)

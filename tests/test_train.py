@@ -49,7 +49,7 @@ def test_training_options_override_only_what_is_given():
     spec = load_spec(ROOT / "examples" / "family_trees.toml")
     options = training_options(spec, epochs=3, momentum=None)
     assert options["epochs"] == 3 and options["momentum"] == 0.9
-    assert options["weight_decay"] == 0.002
+    assert options["shrink"] == 0.002
     assert options["schedule"] == ((0, 0.005, 0.5), (20, 0.01, 0.9))
 
 
@@ -121,7 +121,7 @@ def test_family_trees_multi_input_trains(capsys, tmp_path):
     code, out, err = run(capsys, ROOT / "examples" / "family_trees.toml", "--task",
                          "family-trees", "--epochs", "5", "--quiet")
     assert code == 0, err
-    assert "100 patterns (+4 held out)" in out and "weight decay 0.002" in out
+    assert "100 patterns (+4 held out)" in out and "shrink 0.002 per update" in out
     assert "held-out patterns right" in out and "after 5 epochs" in out
 
 

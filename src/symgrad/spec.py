@@ -218,7 +218,7 @@ class Training:
     epochs: int = 1000
     batch_size: int = 32
     seed: int = 0
-    weight_decay: float = 0.0  # fraction each weight shrinks after every update
+    shrink: float = 0.0  # fraction every parameter shrinks after each update (1986 weight decay)
     tolerance: float | None = None
     schedule: tuple[Phase, ...] = ()
     bptt: int = 0  # truncated backpropagation through time: chunks of bptt steps (0: full)
@@ -284,7 +284,8 @@ _LAYER_SYNONYMS = {"dense": {"filters": "units"},
 _ACTIVATION_KEYS = {"kind", "expr", "slope", "alpha"}
 _LOSS_KEYS = {"kind", "reduction", "weight_decay", "expr"}
 _TRAINING_KEYS = {"mode", "optimizer", "learning_rate", "momentum", "epochs", "batch_size",
-                  "seed", "weight_decay", "tolerance", "schedule", "bptt"}
+                  "seed", "shrink", "tolerance", "schedule", "bptt",
+                  "weight_decay"}  # weight_decay: renamed shrink, refused with a hint
 _PHASE_KEYS = {"epoch", "learning_rate", "momentum"}
 _INIT_KEYS = {"kind", "range"}
 
@@ -884,9 +885,12 @@ class _Reader:
                                                      (*where, "learning_rate"))
         if "momentum" in data:
             kw["momentum"] = self.number(data["momentum"], (*where, "momentum"), below=1.0)
-        if "weight_decay" in data:  # a fraction of every weight per update
-            kw["weight_decay"] = self.number(data["weight_decay"], (*where, "weight_decay"),
-                                             below=1.0)
+        if "weight_decay" in data:
+            self.fail((*where, "weight_decay"), "renamed 'shrink' in [training] (every parameter "
+                      "shrinks by that fraction after each update); the L2 term "
+                      "lambda/2 sum W^2 is [loss] weight_decay")
+        if "shrink" in data:  # a fraction of every parameter per update
+            kw["shrink"] = self.number(data["shrink"], (*where, "shrink"), below=1.0)
         if "tolerance" in data:
             kw["tolerance"] = self.number(data["tolerance"], (*where, "tolerance"), 0.0, 1.0)
         if "bptt" in data:  # truncated BPTT: the gradient crosses at most chunks of bptt steps

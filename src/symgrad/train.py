@@ -52,7 +52,7 @@ from .spec import MODES, OPTIMIZERS, NetworkSpec
 
 #: Options of the generated module's ``train`` that the spec's [training] table sets.
 OPTION_NAMES = ("mode", "optimizer", "learning_rate", "momentum", "epochs", "batch_size",
-                "seed", "weight_decay", "schedule")
+                "seed", "shrink", "schedule")
 
 EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -325,8 +325,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--learning-rate", type=_number())
     parser.add_argument("--momentum", type=_number(0.0, 1.0))
     parser.add_argument("--batch-size", type=_positive_int)
-    parser.add_argument("--weight-decay", type=_number(0.0, 1.0),
-                        help="fraction every parameter shrinks after each update (1986)")
+    parser.add_argument("--shrink", type=_number(0.0, 1.0),
+                        help="fraction every parameter shrinks after each update (weight decay "
+                        "as in 1986; the loss's L2 term is [loss] weight_decay)")
     parser.add_argument("--seed", type=_seed, help="initial weights, shuffling, held-out split")
     parser.add_argument("--tolerance", type=_number(0.0, 1.0),
                         help="solved when every output is within this of its target "
@@ -345,7 +346,11 @@ def _load_data(args, spec: NetworkSpec, seed: int):
         raise _usage_error("give the training data: --task NAME or --data FILE.npz")
     try:
         if args.data is not None:
-            task, where = load_npz(args.data), args.data
+            output = spec.layers[-1]  # a softmax output takes integer class labels too
+            classes = output.activation.vector
+            steps = output.shape[0] if len(output.shape) == 2 else None
+            task, where = load_npz(args.data, n_classes=output.units if classes else None,
+                                   label_steps=steps), args.data
         else:
             task, where = load_task(args.task, seed=seed), f"task '{args.task}'"
     except TaskError as exc:
@@ -368,7 +373,7 @@ def run(args) -> int:
     options = training_options(
         spec, mode=args.mode, optimizer=args.optimizer, epochs=args.epochs,
         learning_rate=args.learning_rate, momentum=args.momentum, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, seed=args.seed)
+        shrink=args.shrink, seed=args.seed)
     task = _load_data(args, spec, options["seed"])
     tolerance = args.tolerance if args.tolerance is not None else spec.training.tolerance
     module = load_module(generate_module_source(spec), name=f"symgrad_train_{spec.name}")
@@ -377,7 +382,7 @@ def run(args) -> int:
           + f"; {options['mode']} {options['optimizer']}, learning rate "
           f"{options['learning_rate']:g}, momentum {options['momentum']:g}, "
           f"{options['epochs']} epochs, seed {options['seed']}"
-          + (f", weight decay {options['weight_decay']:g}" if options["weight_decay"] else "")
+          + (f", shrink {options['shrink']:g} per update" if options["shrink"] else "")
           + (f", {len(options['schedule'])} schedule phases" if options["schedule"] else ""))
     progress = None if args.quiet else ProgressBar(options["epochs"])
     try:
