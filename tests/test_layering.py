@@ -1,4 +1,7 @@
-"""Data flows one way: spec -> graph -> ops -> derive -> (document | code) -> checks -> training -> CLI.
+"""Data flows one way: spec -> ops -> graph -> derive -> (document | code) -> checks -> training -> CLI.
+
+The operation registry (ops) defines each operation; the graph builder may
+ask a row how a layer of its kind becomes nodes.
 
 Every import inside the package (including the lazy ones inside functions)
 goes to a module of the same or an earlier stage.  The finite-difference
@@ -16,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "symgrad"
 STAGES = [
     {"errors", "naming", "fileio", "resources", "symbolic", "exprparse"},
     {"primitives", "spec"},
-    {"graph"},
     {"ops"},
+    {"graph"},
     {"derive"},
     {"latex", "render", "expand", "interpret", "printing", "inplace"},
     {"codegen"},
