@@ -369,3 +369,203 @@ def test_cli_bad_input_exit_2(grads, capsys, argv, message):
     assert main(["verify-layer", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- recurrent, norm,
+# embedding, dropout: torch's autograd passes, textbook NumPy with one planted mistake is named
+
+
+def torch_recurrent(kind):
+    """torch.nn.RNN / LSTM / GRU with the weights copied in, bias_hh = 0, h_0 = 0."""
+    def backward(dout, x, wx, wh, b):
+        units = wh.shape[1]
+        cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind]
+        net = cls(x.shape[2], units, batch_first=True).double()
+        with torch.no_grad():
+            net.weight_ih_l0.copy_(torch.tensor(wx))
+            net.weight_hh_l0.copy_(torch.tensor(wh))
+            net.bias_ih_l0.copy_(torch.tensor(b))
+            net.bias_hh_l0.zero_()
+        xt = _t(x)
+        out = net(xt)[0]
+        out.backward(torch.tensor(dout))
+        return (xt.grad.numpy(), net.weight_ih_l0.grad.numpy(), net.weight_hh_l0.grad.numpy(),
+                net.bias_ih_l0.grad.numpy())
+
+    return backward
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_recurrent_equals_torch(kind):
+    if kind != "rnn":
+        pytest.importorskip("symgrad.ops.gated")
+    report = verify_layer(kind, torch_recurrent(kind))
+    assert report.passed, str(report)
+
+
+def torch_norm(kind):
+    def backward(dout, x, gamma):
+        xt, g, b = _t(x), _t(gamma), _t(np.zeros_like(gamma))
+        if kind == "batchnorm":
+            y = F.batch_norm(xt, None, None, g, b, training=True, eps=1e-5)
+        else:
+            y = F.layer_norm(xt, (x.shape[1],), g, b, eps=1e-5)
+        y.backward(torch.tensor(dout))
+        return xt.grad.numpy(), g.grad.numpy(), b.grad.numpy()
+
+    return backward
+
+
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("kind", ["batchnorm", "layernorm"])
+def test_norm_equals_torch(kind):
+    assert verify_layer(kind, torch_norm(kind)).passed
+
+
+def test_embedding_and_dropout_equal_torch():
+    def embedding(dout, x, w):
+        wt = _t(w)
+        F.embedding(torch.tensor(x), wt).backward(torch.tensor(dout))
+        return wt.grad.numpy()
+
+    def dropout(dout, mask):
+        xt = _t(np.ones_like(mask))
+        (xt * torch.tensor(mask)).backward(torch.tensor(dout))
+        return xt.grad.numpy()
+
+    assert verify_layer("embedding", embedding).passed
+    assert verify_layer("dropout", dropout).passed
+
+
+def _rnn_loops(dout, x, wx, wh, b, *, mode=None):
+    """Textbook BPTT for tanh (h_t = tanh(x_t Wx^T + h_(t-1) Wh^T + b)), one switch a mistake."""
+    n, steps, _ = x.shape
+    h = np.zeros((n, steps + 1, wh.shape[0]))  # h[:, 0] = h_0 = 0
+    for t in range(steps):
+        h[:, t + 1] = np.tanh(x[:, t] @ wx.T + h[:, t] @ wh.T + b)
+    dx, dwx, dwh, db = np.zeros_like(x), np.zeros_like(wx), np.zeros_like(wh), np.zeros_like(b)
+    carry = np.zeros((n, wh.shape[0]))
+    for t in reversed(range(steps)):
+        delta = (dout[:, t] + (0 if mode == "no_recurrence" else carry)) * (1 - h[:, t + 1] ** 2)
+        dx[:, t] = delta @ wx
+        state = h[:, t + 1] if mode == "wrong_state" else h[:, t]
+        if mode == "overwrite":
+            dwx, dwh, db = delta.T @ x[:, t], delta.T @ state, delta.sum(axis=0)
+        else:
+            dwx += delta.T @ x[:, t]
+            dwh += delta.T @ state
+            db += delta.sum(axis=0)
+        carry = delta @ wh
+    return dx, dwx, dwh, db
+
+
+@pytest.mark.parametrize("mode, expected", [
+    (None, {}),
+    ("no_recurrence", {g: "bptt_recurrent_term_dropped" for g in ("dx", "dwx", "dwh", "db")}),
+    ("overwrite", {g: "bptt_not_accumulated" for g in ("dwx", "dwh", "db")}),
+    ("wrong_state", {"dwh": "dwh_wrong_state"}),
+])
+def test_rnn_mistakes_named(mode, expected):
+    report = verify_layer("rnn", lambda *a: _rnn_loops(*a, mode=mode))
+    assert {g: c[0] for g, c in codes(report).items() if c} == expected, str(report)
+
+
+def test_gated_recurrent_term_dropped_named():
+    """LSTM: a backward pass that carries nothing from step t+1 (here torch, one step at a time)."""
+    pytest.importorskip("symgrad.ops.gated")
+    def cut(dout, x, wx, wh, b):
+        units = wh.shape[1]
+        cell = torch.nn.LSTMCell(x.shape[2], units).double()
+        with torch.no_grad():
+            cell.weight_ih.copy_(torch.tensor(wx))
+            cell.weight_hh.copy_(torch.tensor(wh))
+            cell.bias_ih.copy_(torch.tensor(b))
+            cell.bias_hh.zero_()
+        xt = _t(x)
+        h = c = torch.zeros(len(x), units, dtype=torch.float64)
+        total = 0
+        for t in range(x.shape[1]):
+            h, c = cell(xt[:, t], (h.detach(), c.detach()))  # the state entering t: a constant
+            total = total + (h * torch.tensor(dout[:, t])).sum()
+        total.backward()
+        return (xt.grad.numpy(), cell.weight_ih.grad.numpy(), cell.weight_hh.grad.numpy(),
+                cell.bias_ih.grad.numpy())
+
+    report = verify_layer("lstm", cut)
+    assert {g: c[0] for g, c in codes(report).items()} == \
+        {g: "bptt_recurrent_term_dropped" for g in ("dx", "dwx", "dwh", "db")}, str(report)
+
+
+def _norm_np(dout, x, gamma, *, axis=0, mode=None):
+    """Batch norm (axis 0) or layer norm (axis 1) backward from the staged chain rule."""
+    mu = x.mean(axis=axis, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axis, keepdims=True)
+    if mode == "wrong_axis":
+        return _norm_np(dout, x, gamma, axis=1 - axis)[0], None, None
+    d = x.shape[axis]
+    xhat = (x - mu) / np.sqrt(var + 1e-5)
+    dxhat = dout * (1.0 if mode == "no_gamma" else gamma)
+    dvar = (dxhat * (x - mu)).sum(axis=axis, keepdims=True) * -0.5 * (var + 1e-5) ** -1.5
+    dmu = -dxhat.sum(axis=axis, keepdims=True) / np.sqrt(var + 1e-5)
+    dx = dxhat / np.sqrt(var + 1e-5)
+    if mode != "no_variance":
+        dx = dx + dvar * 2 * (x - mu) / d
+    if mode != "no_mean":
+        dx = dx + dmu / d
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+@pytest.mark.parametrize("kind, axis", [("batchnorm", 0), ("layernorm", 1)])
+@pytest.mark.parametrize("mode, code", [
+    (None, None), ("no_mean", "norm_mean_term_missing"),
+    ("no_variance", "norm_variance_term_missing"), ("no_gamma", "norm_gamma_forgotten"),
+    ("wrong_axis", "norm_wrong_axis")])
+def test_norm_mistakes_named(kind, axis, mode, code):
+    def backward(dout, x, gamma):
+        dx, dgamma, dbeta = _norm_np(dout, x, gamma, axis=axis, mode=mode)
+        right = _norm_np(dout, x, gamma, axis=axis)
+        return dx, right[1] if dgamma is None else dgamma, right[2] if dbeta is None else dbeta
+
+    report = verify_layer(kind, backward, shape=5)
+    if code is None:
+        assert report.passed, str(report)
+    else:
+        assert report.failed == ["dx"] and codes(report)["dx"] == [code], str(report)
+
+
+def test_embedding_repeats_dropped_named():
+    def fancy(dout, x, w):
+        dw = np.zeros_like(w)
+        dw[x.reshape(-1)] += dout.reshape(-1, w.shape[1])  # a repeated id: the last row wins
+        return dw
+
+    def loops(dout, x, w):
+        dw = np.zeros_like(w)
+        for n, t in np.ndindex(*x.shape):
+            dw[x[n, t]] += dout[n, t]
+        return dw
+
+    assert verify_layer("embedding", loops).passed
+    assert codes(verify_layer("embedding", fancy))["dw"] == ["embedding_repeats_dropped"]
+
+
+@pytest.mark.parametrize("fn, code", [
+    (lambda dout, mask: dout * mask, None),
+    (lambda dout, mask: dout, "dropout_mask_not_applied"),
+    (lambda dout, mask: dout * (mask > 0), "dropout_not_rescaled"),
+])
+def test_dropout_mistakes_named(fn, code):
+    report = verify_layer("dropout", fn)
+    assert report.passed if code is None else codes(report)["dx"] == [code], str(report)
+
+
+def test_new_kinds_from_the_command_line(tmp_path, capsys):
+    path = tmp_path / "grads.py"
+    path.write_text("import numpy as np\n\n\ndef bn(dout, x, gamma):\n"
+                    "    xhat = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)\n"
+                    "    return dout * gamma / np.sqrt(x.var(0) + 1e-5), (dout * xhat).sum(0), "
+                    "dout.sum(0)\n")
+    assert main(["verify-layer", "batchnorm", "--grad", f"{path}:bn", "--shape", "3"]) == 1
+    assert "norm_statistics_constant" in capsys.readouterr().out

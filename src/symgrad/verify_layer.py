@@ -28,11 +28,24 @@ can name); adding a kind is adding a row.  Conventions (canonical):
   with ``stride`` and zero ``padding`` (as every library computes it).
 * ``maxpool2d``, ``avgpool2d``: x (N, C, H, W), window ``kernel``, ``stride``
   (default the window).
+* ``rnn`` (tanh), ``lstm``, ``gru``: x (N, T, D), ``h_t = f(x_t wx^T + h_(t-1)
+  wh^T + b)``, h_0 = 0, wx (units, D), wh (units, units) (gated: stacked by gate
+  in PyTorch's order, LSTM i, f, g, o; GRU r, z, n), dout (N, T, units) = dL/dh
+  at every step; returns ``dx, dwx, dwh, db``; ``out`` (= ``h``) holds every
+  state, ``h0`` zeros.
+* ``batchnorm`` (training mode, over the batch), ``layernorm`` (over the
+  features): x (N, D), gamma, beta (D,), ``eps`` = :data:`NORM_EPS`; returns
+  ``dx, dgamma, dbeta``; ``out``, ``xhat``, ``mean``, ``var`` may be asked for.
+* ``embedding``: integer ids x (N, L) in [0, ``vocab``), w (vocab, D), dout
+  (N, L, D); returns ``dw``.
+* ``dropout``: ``mask`` (N, D) is inverted dropout's mask, 0 or 1/(1 - rate)
+  (``keep`` the 0/1 mask, ``rate`` the drop probability); returns ``dx``.
 
 Values the user's function may ask for by name in ``args``: the arrays
 (``dout``, ``x``, ``w``, ``b``, ``y``, ``out``), ``stride``, ``pad``
-(= ``padding``), ``kernel``, and CS231n's ``conv_param`` ({'stride',
-'pad'}) and ``pool_param`` ({'pool_height', 'pool_width', 'stride'}); a
+(= ``padding``), ``kernel``, ``eps``, ``rate``, ``keep_prob``, ``vocab``, and
+CS231n's ``conv_param`` ({'stride', 'pad'}), ``pool_param``
+({'pool_height', 'pool_width', 'stride'}), ``bn_param`` and ``ln_param``; a
 parenthesised group is passed as one tuple: ``args="dout,(x,w,b)"`` for
 ``backward(dout, cache)``.  ``layout`` maps an array to the order of its
 canonical axes as the user stores it (``{"w": "in,out"}`` for W stored
@@ -95,6 +108,8 @@ class Sizes:
     stride: tuple[int, int]
     padding: tuple[int, int]
     reduction: str = "mean"
+    vocab: int = 6  # embedding
+    rate: float = 0.3  # dropout: the drop probability
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,8 @@ class _Layer:
         code = printer.doprint(expr)
         scope = {"np": np, **_helpers(), **values}
         with np.errstate(all="ignore"):
-            return np.asarray(eval(compile(code, "<registry>", "eval"), scope))  # noqa: S307
+            value = eval(compile(code, "<registry>", "eval"), scope)  # noqa: S307
+        return value if isinstance(value, tuple) else np.asarray(value)  # a tape is a tuple
 
     def forward(self, values: dict, until: str) -> dict:
         """Evaluate the forward steps (the registry's forward forms) up to node ``until``."""
@@ -183,16 +199,38 @@ class _Layer:
                 break
         return values
 
+    def forward_layer(self, values: dict, layer: int, until: str | None = None) -> dict:
+        """Evaluate the forward steps of one layer only (its input given in ``values``)."""
+        values = dict(values)
+        for step in self.forward_steps:
+            if step.layer == layer:
+                values[step.target] = self.evaluate(step.code_expr, values)
+                if step.target == until:
+                    break
+        return values
+
     def vjp(self, node_name: str, values: dict, *, loss: bool = False) -> dict[str, np.ndarray]:
-        """The registry row's VJP terms of a node (or of the loss at it), evaluated."""
+        """The registry row's VJP terms of a node (or of the loss at it), evaluated.
+
+        Steps the row adds on the way (a recurrent layer's BPTT loop) are evaluated
+        first and then taken back out, so the cached context does not grow; steps
+        for reading only (the staged chain rule of a normalisation) are skipped.
+        """
         from . import ops
 
         node = self.graph.node(node_name)
         row = ops.row("loss") if loss else ops.row(node.op)
-        out = {}
-        for term in row.vjp(node, self.deriver):
-            out[term.target] = self.evaluate(term.expr, values)
-        return out
+        before = len(self.deriver.steps)
+        try:
+            terms = list(row.vjp(node, self.deriver))
+            added = self.deriver.steps[before:]
+        finally:
+            del self.deriver.steps[before:]
+        values = dict(values)
+        for step in added:
+            if step.phase == "backward" and not step.detail.get("display_only"):
+                values[step.target] = self.evaluate(step.code_expr, values)
+        return {term.target: self.evaluate(term.expr, values) for term in terms}
 
 
 _LAYERS: dict[tuple, _Layer] = {}
@@ -521,6 +559,250 @@ _AVGPOOL_MISTAKES = (
 )
 
 
+# --------------------------------------------------------------------------- recurrent
+
+
+def _rnn_spec(kind: str):
+    def build(s: Sizes):
+        net = _network(tuple(s.shape)).rnn(s.units, "tanh", sequences=True, kind=kind)
+        return net.dense(1).loss("sse").build()
+
+    return build
+
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _rnn_draw(kind: str):
+    def draw(rng, s: Sizes, n: int) -> dict:
+        (steps, d), u, k = s.shape, s.units, _GATES[kind]
+        return {"x": rng.normal(0, 1, (n, steps, d)),
+                "wx": rng.normal(0, 1 / math.sqrt(d), (k * u, d)),
+                "wh": rng.normal(0, 0.9 / math.sqrt(u), (k * u, u)),
+                "b": rng.normal(0, 0.5, k * u), "dout": rng.normal(0, 1, (n, steps, u))}
+
+    return draw
+
+
+def _rnn_eval(layer: _Layer, v: dict, s: Sizes):
+    values = {"X": v["x"], "Wx1": v["wx"], "Wh1": v["wh"], "b1": v["b"], "n": len(v["x"])}
+    values = layer.forward(values, "a1")
+    grads = layer.vjp("a1", {**values, "dL_da1": v["dout"]})
+    out = values["a1"]
+    return ({"out": out, "h": out, "h0": np.zeros((len(out), s.units))},
+            {"dx": grads["X"], "dwx": grads["Wx1"], "dwh": grads["Wh1"], "db": grads["b1"]})
+
+
+def _previous(h: np.ndarray) -> np.ndarray:
+    """h_{t-1} for every t: the states shifted one step, h_0 = 0 first."""
+    return np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+
+
+def _rnn_deltas(v: dict, recurrent: bool = True) -> np.ndarray:
+    """delta_t = (dout_t + delta_{t+1} W_hh) (1 - h_t^2) (tanh), or without the second term."""
+    h, dout, wh = v["out"], v["dout"], v["wh"]
+    delta = np.zeros_like(h)
+    carry = np.zeros_like(h[:, 0])
+    for t in range(h.shape[1] - 1, -1, -1):
+        delta[:, t] = (dout[:, t] + carry) * (1 - h[:, t] ** 2)
+        carry = delta[:, t] @ wh if recurrent else carry
+    return delta
+
+
+def _rnn_grads(v: dict, delta: np.ndarray, steps=slice(None), state=_previous) -> dict:
+    """The four gradients from the deltas, summed over the time steps ``steps``."""
+    d, x, hp = delta[:, steps], v["x"][:, steps], state(v["out"])[:, steps]
+    return {"dx": delta @ v["wx"], "dwx": np.einsum("ntu,ntd->ud", d, x),
+            "dwh": np.einsum("ntu,ntv->uv", d, hp), "db": d.sum(axis=(0, 1))}
+
+
+def _rnn_mistake(grad: str, recurrent=True, steps=slice(None), state=_previous):
+    return lambda v, r, s: _rnn_grads(v, _rnn_deltas(v, recurrent), steps, state)[grad]
+
+
+def _rnn_mistakes() -> tuple[Mistake, ...]:
+    out = [Mistake(g, "bptt_recurrent_term_dropped", f"{g}: the recurrent term is dropped: "
+                   "delta_t = dout_t f'(h_t) without delta_(t+1) W_hh (no error flows back "
+                   "through time)", _rnn_mistake(g, recurrent=False))
+           for g in ("dx", "dwx", "dwh", "db")]
+    for g in ("dwx", "dwh", "db"):
+        out += [Mistake(g, "bptt_not_accumulated", f"{g} from the first time step only: "
+                        "overwritten in the reverse loop instead of accumulated over time "
+                        "(= instead of +=)", _rnn_mistake(g, steps=slice(0, 1))),
+                Mistake(g, "bptt_not_accumulated", f"{g} from the last time step only: not "
+                        "accumulated over time (= instead of +=)",
+                        _rnn_mistake(g, steps=slice(-1, None)))]
+    out.append(Mistake("dwh", "dwh_wrong_state", "dWh pairs delta_t with h_t instead of the "
+                       "previous state h_(t-1)", _rnn_mistake("dwh", state=lambda h: h)))
+    return tuple(out)
+
+
+def _gated_truncated(kind: str, grad: str):
+    index = ("dx", "dwx", "dwh", "db").index(grad)
+
+    def compute(v, r, s):
+        tape = _kernel(f"_{kind}_forward")(v["x"], v["wx"], v["wh"], v["b"])
+        out = _kernel(f"_{kind}_backward")(v["dout"], v["x"], tape, v["wx"], v["wh"], v["b"], 1)
+        return out[index]
+
+    return compute
+
+
+def _gated_mistakes(kind: str) -> tuple[Mistake, ...]:
+    return tuple(Mistake(g, "bptt_recurrent_term_dropped", f"{g}: the recurrent term is "
+                         "dropped: no error flows back from step t+1 to step t (BPTT cut "
+                         "after one step)", _gated_truncated(kind, g))
+                 for g in ("dx", "dwx", "dwh", "db"))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+#: The eps of batch and layer norm (passed as ``eps``, ``bn_param``, ``ln_param``).
+NORM_EPS = 1e-5
+
+
+def _norm_spec(kind: str):
+    def build(s: Sizes):
+        d = s.shape[0]  # a dense layer before, so that the gradient of the input is derived
+        return getattr(_network(d).dense(d), kind)(eps=NORM_EPS).dense(1).loss("sse").build()
+
+    return build
+
+
+def _norm_draw(rng, s: Sizes, n: int) -> dict:
+    d = s.shape[0]
+    return {"x": rng.normal(0.5, 1.5, (n, d)), "gamma": rng.normal(1.0, 0.5, d),
+            "beta": rng.normal(0, 0.5, d), "dout": rng.normal(0, 1, (n, d))}
+
+
+def _norm_eval(layer: _Layer, v: dict, s: Sizes):
+    values = layer.forward_layer({"a1": v["x"], "gamma2": v["gamma"], "beta2": v["beta"],
+                                  "n": len(v["x"])}, 2)
+    grads = layer.vjp("z2", {**values, "delta2": v["dout"]})
+    extra = {"out": values["z2"], "xhat": values["xhat2"], "mean": values["mu2"].reshape(-1),
+             "var": values["var2"].reshape(-1)}
+    return extra, {"dx": grads["a1"], "dgamma": grads["gamma2"], "dbeta": grads["beta2"]}
+
+
+def _norm_dx(v: dict, axis: int, *, gamma=True, mean=True, var=True) -> np.ndarray:
+    """dx through a normalisation over ``axis``, with terms left out as a mistake leaves them."""
+    x, g = v["x"], v["dout"] * (v["gamma"] if gamma else 1.0)
+    xc = x - x.mean(axis=axis, keepdims=True)
+    r = 1 / np.sqrt((xc ** 2).mean(axis=axis, keepdims=True) + NORM_EPS)
+    xhat = xc * r
+    dx = g.copy()
+    if mean:
+        dx -= g.mean(axis=axis, keepdims=True)
+    if var:
+        dx -= xhat * (g * xhat).mean(axis=axis, keepdims=True)
+    return dx * r
+
+
+def _norm_mistakes(axis: int) -> tuple[Mistake, ...]:
+    over, other = ("the batch", "the features") if axis == 0 else ("the features", "the batch")
+    return (
+        Mistake("dx", "norm_mean_term_missing", "the gradient through the mean is missing "
+                f"(the -mean(gamma dout) over {over} term): the mean treated as a constant",
+                lambda v, r, s: _norm_dx(v, axis, mean=False)),
+        Mistake("dx", "norm_variance_term_missing", "the gradient through the variance is "
+                "missing (the -xhat mean(gamma dout xhat) term): the variance treated as a "
+                "constant", lambda v, r, s: _norm_dx(v, axis, var=False)),
+        Mistake("dx", "norm_statistics_constant", "the mean and the variance are both treated "
+                "as constants: dx = gamma dout / sqrt(var + eps)",
+                lambda v, r, s: _norm_dx(v, axis, mean=False, var=False)),
+        Mistake("dx", "norm_gamma_forgotten", "gamma is forgotten: the gradient flows back "
+                "through xhat as if gamma were 1", lambda v, r, s: _norm_dx(v, axis, gamma=False)),
+        Mistake("dx", "norm_wrong_axis", f"the statistics are taken over {other} instead of "
+                f"{over} (the wrong reduction axis)", lambda v, r, s: _norm_dx(v, 1 - axis)),
+        Mistake("dgamma", "dgamma_not_summed", "dgamma not summed over the batch: per-sample "
+                "rows dout * xhat returned", lambda v, r, s: v["dout"] * v["xhat"]),
+        Mistake("dgamma", "dgamma_uses_x", "dgamma = sum(dout * x): the input x where the "
+                "normalised input xhat belongs", lambda v, r, s: (v["dout"] * v["x"]).sum(0)),
+        Mistake("dgamma", "dgamma_wrong_axis", "dgamma summed over the features instead of "
+                "the batch", lambda v, r, s: (v["dout"] * v["xhat"]).sum(1)),
+        Mistake("dbeta", "dbeta_not_summed", "dbeta not summed over the batch: per-sample rows "
+                "dout returned", lambda v, r, s: v["dout"]),
+        Mistake("dbeta", "dbeta_wrong_axis", "dbeta summed over the features instead of the "
+                "batch", lambda v, r, s: v["dout"].sum(1)),
+    )
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def _embedding_spec(s: Sizes):
+    return _network(s.shape[0]).embedding(s.vocab, s.units).dense(1).loss("sse").build()
+
+
+def _embedding_draw(rng, s: Sizes, n: int) -> dict:
+    (length,), v, d = s.shape, s.vocab, s.units
+    ids = rng.integers(0, v, (n, length))
+    ids.flat[rng.permutation(ids.size)[:2]] = ids.flat[0]  # at least one id repeated
+    return {"x": ids, "w": rng.normal(0, 1, (v, d)), "dout": rng.normal(0, 1, (n, length, d))}
+
+
+def _embedding_eval(layer: _Layer, v: dict, s: Sizes):
+    n = len(v["x"])
+    values = layer.forward({"X": v["x"], "E1": v["w"], "n": n}, "a1")
+    grads = layer.vjp("a1", {**values, "dL_da1": v["dout"].reshape(n, -1)})
+    return {"out": values["a1"].reshape(v["dout"].shape)}, {"dw": grads["E1"]}
+
+
+def _embedding_overwritten(v, r, s):
+    dw = np.zeros_like(v["w"])
+    dw[v["x"].reshape(-1)] += v["dout"].reshape(-1, s.units)  # buffered: the last one wins
+    return dw
+
+
+def _embedding_first_sample(v, r, s):
+    dw = np.zeros_like(v["w"])
+    np.add.at(dw, v["x"][0], v["dout"][0])
+    return dw
+
+
+_EMBEDDING_MISTAKES = (
+    Mistake("dw", "embedding_repeats_dropped", "a repeated id keeps one row instead of the sum "
+            "of its rows: dW[ids] += dout with fancy indexing (use np.add.at)",
+            _embedding_overwritten),
+    Mistake("dw", "dw_not_accumulated_batch", "dW from the first sample only: not summed over "
+            "the batch", _embedding_first_sample),
+)
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def _dropout_spec(s: Sizes):
+    d = s.shape[0]
+    return _network(d).dense(d).dropout(s.rate).dense(1).loss("sse").build()
+
+
+def _dropout_draw(rng, s: Sizes, n: int) -> dict:
+    return {"x": rng.normal(0, 1, (n, s.shape[0])), "dout": rng.normal(0, 1, (n, s.shape[0])),
+            "rng": np.random.default_rng(rng.integers(2 ** 32))}
+
+
+def _dropout_eval(layer: _Layer, v: dict, s: Sizes):
+    values = layer.forward_layer({"a1": v["x"], "rng": v["rng"], "n": len(v["x"])}, 2,
+                                 until="a2")
+    grads = layer.vjp("a2", {**values, "dL_da2": v["dout"]})
+    mask = values["m2"]
+    return ({"out": values["a2"], "mask": mask, "keep": (mask != 0).astype(np.float64)},
+            {"dx": grads["a1"]})
+
+
+_DROPOUT_MISTAKES = (
+    Mistake("dx", "dropout_mask_not_applied", "the dropout mask is not applied: dx = dout "
+            "(the dropped units pass gradient)", lambda v, r, s: v["dout"]),
+    Mistake("dx", "dropout_not_rescaled", "the mask is applied but not rescaled: dx = dout * "
+            "keep, without the 1/(1 - p) of inverted dropout",
+            lambda v, r, s: v["dout"] * v["keep"]),
+    Mistake("dx", "dropout_rescaled_by_rate", "rescaled by 1/p instead of 1/(1 - p): the drop "
+            "probability taken for the keep probability",
+            lambda v, r, s: v["dout"] * v["keep"] / s.rate),
+)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -554,6 +836,29 @@ def _rows() -> dict[str, LayerKind]:
                   {"x": image, "dout": image, "out": image},
                   {"shape": (2, 4, 4), "kernel": (2, 2)}, _pool_spec("avgpool2d"), _pool_draw,
                   _pool_eval, _AVGPOOL_MISTAKES),
+        *(LayerKind(kind, ("dout", "x", "wx", "wh", "b"), ("dx", "dwx", "dwh", "db"),
+                    {"x": ("N", "T", "D"), "wx": ("out", "in"), "wh": ("out", "in"),
+                     "b": ("out",), "dout": ("N", "T", "H"), "out": ("N", "T", "H"),
+                     "h": ("N", "T", "H")},
+                    {"shape": (4, 3), "units": 3}, _rnn_spec(kind), _rnn_draw(kind), _rnn_eval,
+                    _rnn_mistakes() if kind == "rnn" else _gated_mistakes(kind))
+          for kind in ("rnn", "lstm", "gru")),
+        *(LayerKind(kind, ("dout", "x", "gamma"), ("dx", "dgamma", "dbeta"),
+                    {"x": ("N", "D"), "dout": ("N", "D"), "out": ("N", "D"),
+                     "xhat": ("N", "D"), "gamma": ("D",), "beta": ("D",)},
+                    {"shape": (4,)}, _norm_spec(kind), _norm_draw, _norm_eval,
+                    _norm_mistakes(axis))
+          for kind, axis in (("batchnorm", 0), ("layernorm", 1))),
+        LayerKind("embedding", ("dout", "x", "w"), ("dw",),
+                  {"x": ("N", "L"), "w": ("V", "D"), "dout": ("N", "L", "D"),
+                   "out": ("N", "L", "D")},
+                  {"shape": (4,), "units": 3, "vocab": 6}, _embedding_spec, _embedding_draw,
+                  _embedding_eval, _EMBEDDING_MISTAKES),
+        LayerKind("dropout", ("dout", "mask"), ("dx",),
+                  {"x": ("N", "D"), "dout": ("N", "D"), "out": ("N", "D"), "mask": ("N", "D"),
+                   "keep": ("N", "D")},
+                  {"shape": (6,), "rate": 0.3}, _dropout_spec, _dropout_draw, _dropout_eval,
+                  _DROPOUT_MISTAKES),
     ]
     return {row.name: row for row in rows}
 
@@ -742,7 +1047,7 @@ def _sizes(row: LayerKind, shape, units, kernel, stride, padding, reduction) -> 
             raise VerifyInputError(f"--shape {shape!r}: expected integers like 3,8,8") from None
     shape = tuple(int(v) for v in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if len(shape) != len(d["shape"]):
-        what = "C,H,W" if len(d["shape"]) == 3 else "one size"
+        what = {1: "one size", 2: "T,D (steps, features)", 3: "C,H,W"}[len(d["shape"])]
         raise VerifyInputError(f"--shape {','.join(map(str, shape))}: {row.name} takes {what}")
     if min(shape) < 1 or math.prod(shape) > 4096:
         raise VerifyInputError("--shape: sizes must be at least 1 and at most 4096 entries "
@@ -758,7 +1063,8 @@ def _sizes(row: LayerKind, shape, units, kernel, stride, padding, reduction) -> 
                                "non-negative (and small)")
     if reduction not in ("mean", "sum"):
         raise VerifyInputError(f"--reduction {reduction!r}: expected mean or sum")
-    sizes = Sizes(shape, units, kern, strd, pad, reduction)
+    sizes = Sizes(shape, units, kern, strd, pad, reduction, vocab=int(d.get("vocab", 6)),
+                  rate=float(d.get("rate", 0.3)))
     if len(shape) == 3:
         h, w = shape[1] + 2 * pad[0], shape[2] + 2 * pad[1]
         if kern[0] > h or kern[1] > w:
@@ -774,6 +1080,8 @@ def _user_values(row: LayerKind, v: dict, extra: dict, sizes: Sizes,
     """Everything an argument may name, in the user's layout."""
     values = {}
     for name, array in {**v, **extra}.items():
+        if isinstance(array, np.random.Generator):
+            continue  # dropout's mask generator: the mask itself is passed
         array = np.asarray(array)
         if name in perms:
             array = array.transpose(perms[name])
@@ -784,6 +1092,11 @@ def _user_values(row: LayerKind, v: dict, extra: dict, sizes: Sizes,
     values["kernel"] = values["pool_size"] = kh if kh == kw else (kh, kw)
     values["conv_param"] = {"stride": values["stride"], "pad": values["pad"]}
     values["pool_param"] = {"pool_height": kh, "pool_width": kw, "stride": values["stride"]}
+    values["eps"] = NORM_EPS
+    values["bn_param"] = {"mode": "train", "eps": NORM_EPS}
+    values["ln_param"] = {"eps": NORM_EPS}
+    values["vocab"] = sizes.vocab
+    values["rate"], values["keep_prob"] = sizes.rate, 1 - sizes.rate
     if "y" in v:
         values["y"] = np.asarray(v["y"]).copy()
     return values
@@ -1013,7 +1326,8 @@ def add_arguments(parser) -> None:
     from .cli import DEFAULT_TIMEOUT, _seconds, int_at_least, seed_type
 
     parser.add_argument("kind", help="dense, relu, sigmoid, tanh, leaky_relu, elu, softplus, "
-                        "gelu, silu, softmax, softmax_ce, conv2d, maxpool2d, avgpool2d")
+                        "gelu, silu, softmax, softmax_ce, conv2d, maxpool2d, avgpool2d, rnn, "
+                        "lstm, gru, batchnorm, layernorm, embedding, dropout")
     parser.add_argument("--grad", required=True, metavar="FILE.py:FUNCTION",
                         help="the hand-written backward function")
     parser.add_argument("--args", metavar="NAMES",
@@ -1023,7 +1337,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layout", action="append", default=[], metavar="ARRAY=AXES",
                         help="how an array is stored, e.g. 'w=in,out' or 'w=kh,kw,C,F' "
                              "(repeatable)")
-    parser.add_argument("--shape", help="input shape per sample: D, or C,H,W")
+    parser.add_argument("--shape", help="input shape per sample: D, T,D (recurrent), or C,H,W")
     parser.add_argument("--units", type=int_at_least(1, 256),
                         help="output units (dense) or filters (conv2d)")
     parser.add_argument("--kernel", help="window size: k or kh,kw")
