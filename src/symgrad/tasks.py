@@ -646,7 +646,8 @@ def _check_numeric(key: str, array: np.ndarray) -> None:
                         "expected bool, integer or float values")
 
 
-def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None) -> Task:
+def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = None,
+             n_classes: int | None = None, label_steps: int | None = None) -> Task:
     """Read a task from an ``.npz`` file with arrays ``X`` and ``T``.
 
     Optional arrays: ``X_test``/``T_test`` (together), ``input_labels``,
@@ -656,7 +657,10 @@ def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = Non
     With ``input_shape`` (C, H, W) of an image network, ``X`` (and ``X_test``)
     may be (N, C, H, W) and is flattened, in C order, to (N, C*H*W).  Data
     arrays must be numeric and finite; an archive that would unpack to more
-    than 2 GiB is refused before it is decompressed.
+    than 2 GiB is refused before it is decompressed.  With ``n_classes`` K (a
+    softmax output), integer class labels ``T`` (and ``T_test``) of shape (N,)
+    in [0, K) become one-hot rows (N, K); with ``label_steps`` S (per-step
+    outputs), labels (N, S) become rows (N, S*K).  A label out of range is refused.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -676,6 +680,13 @@ def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = Non
     Traceback (most recent call last):
     ...
     symgrad.tasks.TaskError: img.npz: array 'X' has shape (5, 1, 2, 2) but the network takes (N, 2, 2, 1)
+    >>> np.savez(d / "labels.npz", X=np.zeros((3, 2)), T=[2, 0, 1])
+    >>> load_npz(d / "labels.npz", n_classes=3).T.tolist()
+    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    >>> load_npz(d / "labels.npz", n_classes=2)
+    Traceback (most recent call last):
+    ...
+    symgrad.tasks.TaskError: labels.npz: array 'T': class label 2 is out of range; labels are in [0, 2)
     """
     p = Path(path)
     if not p.is_file():
@@ -706,6 +717,10 @@ def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = Non
             for key in ("X", "X_test"):
                 if key in arrays:
                     arrays[key] = _flatten_images(key, arrays[key], shape)
+        if n_classes is not None:
+            for key in ("T", "T_test"):
+                if key in arrays:
+                    arrays[key] = _one_hot(key, arrays[key], int(n_classes), label_steps)
     except TaskError as exc:
         raise TaskError(f"{p.name}: {exc}") from None
     kwargs: dict = {}
@@ -728,6 +743,20 @@ def load_npz(path: str | os.PathLike, *, input_shape: Sequence[int] | None = Non
         raise TaskError(f"{p.name}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise TaskError(f"{p.name}: bad optional array ({exc})") from None
+
+
+def _one_hot(key: str, array: np.ndarray, classes: int, steps: int | None) -> np.ndarray:
+    """Integer class labels (N,) -- or (N, steps) -- as one-hot rows; anything else passes."""
+    labels = array.dtype.kind in "iu" and (
+        array.ndim == 1 if not steps else
+        array.ndim == 2 and array.shape[1] == steps != steps * classes)
+    if not labels:
+        return array
+    bad = (array < 0) | (array >= classes)
+    if bad.any():
+        raise TaskError(f"array {key!r}: class label {array[bad].flat[0]} is out of range; "
+                        f"labels are in [0, {classes})")
+    return np.eye(classes)[array].reshape(len(array), -1)
 
 
 def _flatten_images(key: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
