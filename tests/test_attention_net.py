@@ -105,8 +105,8 @@ def check(mod, params, X, T, loss_fn):
 
 def test_block_gradients_equal_torch_autograd():
     mod = module(BLOCK)
-    assert set(mod.PARAM_SHAPES) == {"W1", "b1", "Wq2", "bq2", "Wk2", "bk2", "Wv2", "bv2",
-                                     "Wo2", "bo2", "W3", "b3"}
+    assert set(mod.PARAM_SHAPES) == {"W1", "b1", "Wq2", "bq2", "Wk2", "Wv2", "bv2", "Wo2",
+                                     "bo2", "W3", "b3"}  # no key bias
     assert mod.PARAM_SHAPES["Wq2"] == (4, 4) and mod.PARAM_SHAPES["Wo2"] == (4, 4)
     rng = np.random.default_rng(1)
     X = rng.normal(size=(5, 4, 3))

@@ -71,7 +71,10 @@ class Graph:
 
     def needs_gradient(self, name: str) -> bool:
         """Whether dL/d(node) is needed: true for every node downstream of a parameter."""
-        return self.node(name).op not in ("input", "slice")
+        node = self.node(name)
+        if node.op in ("merge_time", "split_time"):  # a view: as its operand (X's rows: none)
+            return self.needs_gradient(node.sources[0])
+        return node.op not in ("input", "slice")
 
     def blocks(self, dense: Node) -> list[tuple[str, int, int]]:
         """(source, first column, last column + 1) of each source's block of W."""

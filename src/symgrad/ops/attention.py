@@ -10,7 +10,7 @@ batch-first ``(N, T, D)``; with H heads the ``dk`` columns of Q, K and V are
 H blocks of ``c = dk/H``, head h reading block h; scores and weights are
 ``(N, H, T, T)``.  The forward pass, per head:
 
-    Q = X W_Q^T + b_Q,  K = X W_K^T + b_K,  V = X W_V^T + b_V,
+    Q = X W_Q^T + b_Q,  K = X W_K^T (+ b_K),  V = X W_V^T + b_V,
     S = Q K^T / sqrt(c),  P = softmax(S + M) row by row,  O = P V,
     Y = O W_O^T + b_O   (+ X with a residual connection),
 

@@ -2,10 +2,10 @@
 
 Parameters of layer l: ``Wq<l>``, ``Wk<l>``, ``Wv<l>`` of shape (dk, D) and
 ``Wo<l>`` (D, dk), each a dense layer's ``W`` (rows = outputs), with biases
-``bq<l>``, ``bk<l>``, ``bv<l>`` (dk,) and ``bo<l>`` (D,) when ``bias = true``
-(the default, as in ``torch.nn.MultiheadAttention``; the key bias ``b_K``
-only shifts every score of a query by the same amount, so softmax ignores it
-and its gradient is exactly zero).  ``heads`` H divides ``dk``; head h reads
+``bq<l>``, ``bv<l>`` (dk,) and ``bo<l>`` (D,) when ``bias = true`` (the
+default).  There is no key bias: ``b_K`` would only shift every score of a
+query by the same amount, which softmax ignores, so its gradient is exactly
+zero and it would never learn (``tests/test_ops_attention.py`` proves it).  ``heads`` H divides ``dk``; head h reads
 columns [h c, (h+1) c) of Q, K and V, c = dk/H.  ``causal = true`` masks
 keys after the query; ``residual = true`` adds the input to the output.
 
@@ -41,6 +41,7 @@ from .attention import (
 from .registry import Op, Rule, Term, register
 
 ROLES = ("q", "k", "v", "o")
+BIASED = ("q", "v", "o")  # no key bias: softmax ignores it (its gradient is exactly 0)
 KEYS = {"kind", "name", "dk", "heads", "causal", "bias", "residual", "init"}
 
 
@@ -83,7 +84,7 @@ def read_layer(reader, data: dict, index: int, shapes: dict, earlier: list, name
         flags[key] = data.get(key, False)
         if not isinstance(flags[key], bool):
             reader.fail((*where, key), f"expected true or false, got {flags[key]!r}"[:120])
-    reader.count_parameters(where, 4 * dk * width + (3 * dk + width) * bias)
+    reader.count_parameters(where, 4 * dk * width + (2 * dk + width) * bias)
     return Layer(name=name, units=width, activation=IDENTITY, bias=bias, sources=(source,),
                  init=init, kind="attention", steps=steps, shape=(steps, width),
                  options=(("dk", dk), ("heads", heads), ("causal", flags["causal"]),
@@ -103,7 +104,7 @@ def graph_nodes(layer, index: int, sources, inputs, params):
     width, dk = source.dims[-1], dict(layer.options)["dk"]
     for role in ROLES:
         params[weight_name(role, index)] = (width, dk) if role == "o" else (dk, width)
-        if layer.bias:
+        if layer.bias and role in BIASED:
             params[bias_name(role, index)] = (width,) if role == "o" else (dk,)
     nodes.append(Node(naming.activation(index), "attention", (source.name,),
                       layer.steps * width, index, weight=weight_name("q", index),
@@ -120,7 +121,8 @@ def init_layers(spec, graph) -> list[dict]:
             continue
         kind = spec.init.kind if layer.init is None else layer.init
         out += [{"weight": weight_name(role, index),
-                 "bias": bias_name(role, index) if layer.bias else None, "init": kind,
+                 "bias": bias_name(role, index) if layer.bias and role in BIASED else None,
+                 "init": kind,
                  "activation": "identity", "receptive": None} for role in ROLES]
     return out
 
@@ -134,7 +136,7 @@ class Attention(Op):
     rules = {
         "attention_query": Rule("attention, the queries: a projection of every step, "
                                 "Q = X W_Q^T + b_Q", "layer {layer}: queries Q"),
-        "attention_key": Rule("attention, the keys: K = X W_K^T + b_K", "layer {layer}: keys K"),
+        "attention_key": Rule("attention, the keys: K = X W_K^T (no bias: softmax ignores it)", "layer {layer}: keys K"),
         "attention_value": Rule("attention, the values: V = X W_V^T + b_V",
                                 "layer {layer}: values V"),
         "attention_scores": Rule("attention scores, scaled dot products of every query with "
@@ -184,7 +186,8 @@ class Attention(Op):
     def params(node, d):
         layer = node.layer
         W = {r: d.array(weight_name(r, layer)) for r in ROLES}
-        b = {r: d.array(bias_name(r, layer)) if node.bias else sp.S.Zero for r in ROLES}
+        b = {r: d.array(bias_name(r, layer)) if node.bias and r in BIASED else sp.S.Zero
+             for r in ROLES}
         return W, b
 
     @staticmethod
@@ -227,7 +230,7 @@ class Attention(Op):
             if d.spec.loss.weight_decay:
                 expr = expr + d.LAMBDA * W[role]
             yield Term(W[role].name, expr, "attention_weight")
-            if node.bias:
+            if b[role] != 0:
                 yield Term(b[role].name, ProjectGradBias(delta), "attention_bias")
 
         seq, scores = (N, T, dk), (N, heads, T, T)
