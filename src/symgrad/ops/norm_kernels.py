@@ -5,10 +5,10 @@ Contract as :mod:`symgrad.ops.kernels`: every function is self-contained
 inputs, float32 stays float32; :data:`HELPERS` says which functions each
 expression class of :mod:`symgrad.ops.norm` needs, dependencies first.
 
->>> g = np.array([[1.0, 2.0, 3.0]])
->>> xhat = np.array([[-1.0, 0.0, 1.0]])
->>> _norm_grad_input(g, xhat, np.ones((1, 1)), np.ones(3), 1)
-array([[0., 0., 0.]])
+>>> xhat = np.array([[-1.0, 0.0, 1.0]]) * np.sqrt(1.5)  # mean 0, variance 1
+>>> g = 2 + 0.5 * xhat  # a shift and a scale of xhat: the normalisation removes both
+>>> bool(np.abs(_norm_grad_input(g, xhat, np.ones((1, 1)), np.ones(3), 1)).max() < 1e-12)
+True
 >>> _embedding_grad(np.array([[1, 1]]), np.ones((1, 4)), 3)  # a repeated id adds up
 array([[0., 0.],
        [2., 2.],
