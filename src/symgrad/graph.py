@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import naming
+from .ops import attention_rows
 from .spec import INPUT, Activation, Layer, NetworkSpec
 
 
@@ -214,8 +215,23 @@ _LAYERS.update(layernorm=_norm, batchnorm=_norm, embedding=_embedding, dropout=_
 
 
 def _attention(layer: Layer, index: int, sources, inputs, params) -> list[Node]:
-    from .ops.attention_rows import graph_nodes  # the row knows its four projections
-    return graph_nodes(layer, index, sources, inputs, params)
+    """Q, K, V and output projections; a per-step dense layer's rows are split back first."""
+    nodes, source = [], inputs[0]
+    if len(source.dims) != 2:
+        source = Node(naming.steps(source.name, index), "split_time", (source.name,),
+                      layer.steps * source.size, index, dims=(layer.steps, source.size))
+        nodes.append(source)
+    width, dk = source.dims[-1], dict(layer.options)["dk"]
+    for role in attention_rows.ROLES:
+        params[attention_rows.weight_name(role, index)] = \
+            (width, dk) if role == "o" else (dk, width)
+        if layer.bias and role in attention_rows.BIASED:
+            params[attention_rows.bias_name(role, index)] = (width,) if role == "o" else (dk,)
+    nodes.append(Node(naming.activation(index), "attention", (source.name,),
+                      layer.steps * width, index, weight=attention_rows.weight_name("q", index),
+                      bias=attention_rows.bias_name("q", index) if layer.bias else None,
+                      dims=(layer.steps, width)))
+    return nodes
 
 
 _LAYERS.update(attention=_attention)

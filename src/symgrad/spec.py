@@ -115,7 +115,8 @@ LAYER_KINDS += RECURRENT
 POOLS = ("maxpool2d", "avgpool2d")
 NORM_KINDS = ("layernorm", "batchnorm", "embedding", "dropout")  # read by read_norm_layer
 LAYER_KINDS += NORM_KINDS
-LAYER_KINDS += ("attention",)  # read by symgrad.ops.attention_rows.read_layer
+LAYER_KINDS += ("attention",)
+_ATTENTION_KEYS = {"kind", "name", "dk", "heads", "causal", "bias", "residual", "init"}
 
 MAX_SPEC_BYTES = 1 << 20         # a spec file is at most 1 MiB
 MAX_DEPTH = 64                   # bracket/brace nesting in the TOML text
@@ -576,6 +577,34 @@ class _Reader:
                      sources=(source,), init=init, kind=kind, steps=steps,
                      shape=(steps, units) if sequences else (units,))
 
+    def read_attention(self, data: dict, index: int, shapes: dict, earlier: list, name: str,
+                       bias: bool, init) -> Layer:
+        """Validate an attention layer: it reads the previous layer, which must be a sequence."""
+        where = ("layers", index)
+        self.check_keys(data, _ATTENTION_KEYS, where)
+        source = earlier[-1].name if earlier else INPUT
+        in_shape = shapes[source]
+        if len(in_shape) != 2:
+            why = ("the input is not a sequence; give inputs = { shape = [T, F] } (T steps of F "
+                   "features)" if source == INPUT else
+                   f"layer '{source}' is not a sequence (shape {_sized(in_shape)})")
+            self.fail((*where, "kind"), f"an attention layer needs a sequence input but {why}")
+        steps, width = in_shape
+        dk = self.integer(data.get("dk", width), (*where, "dk"), 1, 100_000)
+        heads = self.integer(data.get("heads", 1), (*where, "heads"), 1, 100_000)
+        if dk % heads:
+            self.fail((*where, "heads"), f"{heads} heads do not divide dk = {dk}")
+        flags = {}
+        for key in ("causal", "residual"):
+            flags[key] = data.get(key, False)
+            if not isinstance(flags[key], bool):
+                self.fail((*where, key), f"expected true or false, got {flags[key]!r}"[:120])
+        self.count_parameters(where, 4 * dk * width + (2 * dk + width) * bias)
+        return Layer(name=name, units=width, activation=IDENTITY, bias=bias, sources=(source,),
+                     init=init, kind="attention", steps=steps, shape=(steps, width),
+                     options=(("dk", dk), ("heads", heads), ("causal", flags["causal"]),
+                              ("residual", flags["residual"])))
+
     def read_layer(self, data: Any, index: int, shapes: dict[str, tuple[int, ...]],
                    earlier: list[Layer]) -> Layer:
         where = ("layers", index)
@@ -607,8 +636,7 @@ class _Reader:
         if kind in RECURRENT:
             return self.read_recurrent(data, index, kind, name, bias, init, shapes, earlier)
         if kind == "attention":
-            from .ops.attention_rows import read_layer
-            return read_layer(self, data, index, shapes, earlier, name, bias, init)
+            return self.read_attention(data, index, shapes, earlier, name, bias, init)
         source = earlier[-1].name if earlier else INPUT
         if kind == "flatten":
             in_shape = self.image_input(where, kind, source, shapes)

@@ -42,7 +42,6 @@ from .registry import Op, Rule, Term, register
 
 ROLES = ("q", "k", "v", "o")
 BIASED = ("q", "v", "o")  # no key bias: softmax ignores it (its gradient is exactly 0)
-KEYS = {"kind", "name", "dk", "heads", "causal", "bias", "residual", "init"}
 
 
 def weight_name(role: str, layer: int) -> str:
@@ -58,59 +57,6 @@ def options(d, node) -> dict:
 
 
 # ---------------------------------------------------------------- spec and graph
-
-
-def read_layer(reader, data: dict, index: int, shapes: dict, earlier: list, name: str,
-               bias: bool, init):
-    """Validate an attention layer: it reads the previous layer, which must be a sequence."""
-    from ..spec import IDENTITY, INPUT, Layer, _sized
-
-    where = ("layers", index)
-    reader.check_keys(data, KEYS, where)
-    source = earlier[-1].name if earlier else INPUT
-    in_shape = shapes[source]
-    if len(in_shape) != 2:
-        why = ("the input is not a sequence; give inputs = { shape = [T, F] } (T steps of F "
-               "features)" if source == INPUT else
-               f"layer '{source}' is not a sequence (shape {_sized(in_shape)})")
-        reader.fail((*where, "kind"), f"an attention layer needs a sequence input but {why}")
-    steps, width = in_shape
-    dk = reader.integer(data.get("dk", width), (*where, "dk"), 1, 100_000)
-    heads = reader.integer(data.get("heads", 1), (*where, "heads"), 1, 100_000)
-    if dk % heads:
-        reader.fail((*where, "heads"), f"{heads} heads do not divide dk = {dk}")
-    flags = {}
-    for key in ("causal", "residual"):
-        flags[key] = data.get(key, False)
-        if not isinstance(flags[key], bool):
-            reader.fail((*where, key), f"expected true or false, got {flags[key]!r}"[:120])
-    reader.count_parameters(where, 4 * dk * width + (2 * dk + width) * bias)
-    return Layer(name=name, units=width, activation=IDENTITY, bias=bias, sources=(source,),
-                 init=init, kind="attention", steps=steps, shape=(steps, width),
-                 options=(("dk", dk), ("heads", heads), ("causal", flags["causal"]),
-                          ("residual", flags["residual"])))
-
-
-def graph_nodes(layer, index: int, sources, inputs, params):
-    """The nodes of an attention layer (a per-step dense layer's rows split back first)."""
-    from .. import naming
-    from ..graph import Node
-
-    nodes, source = [], inputs[0]
-    if len(source.dims) != 2:
-        source = Node(naming.steps(source.name, index), "split_time", (source.name,),
-                      layer.steps * source.size, index, dims=(layer.steps, source.size))
-        nodes.append(source)
-    width, dk = source.dims[-1], dict(layer.options)["dk"]
-    for role in ROLES:
-        params[weight_name(role, index)] = (width, dk) if role == "o" else (dk, width)
-        if layer.bias and role in BIASED:
-            params[bias_name(role, index)] = (width,) if role == "o" else (dk,)
-    nodes.append(Node(naming.activation(index), "attention", (source.name,),
-                      layer.steps * width, index, weight=weight_name("q", index),
-                      bias=bias_name("q", index) if layer.bias else None,
-                      dims=(layer.steps, width)))
-    return nodes
 
 
 def init_layers(spec, graph) -> list[dict]:
