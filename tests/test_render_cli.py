@@ -158,7 +158,7 @@ def test_fragment_compiles_when_input(tmp_path, capsys):
     assert code == 0
     (tmp_path / "derivation.tex").write_text(out, encoding="utf-8")
     (tmp_path / "paper.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{amsmath,amssymb,booktabs,graphicx,tikz}\n"
+        "\\documentclass{article}\n\\usepackage{amsmath,amssymb,booktabs,tabularx,graphicx,tikz}\n"
         "\\begin{document}\nBefore.\n\\input{derivation}\nAfter.\n\\end{document}\n",
         encoding="utf-8")
     result = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error",
