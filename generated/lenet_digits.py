@@ -390,16 +390,21 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
           optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
-          schedule=TRAINING["schedule"], callback=None, state=None):
+          schedule=TRAINING["schedule"], callback=None, state=None, epoch_loss="full"):
     """Train params in place; returns the loss of every epoch.
 
     mode: "batch"      one update per sweep from the gradient accumulated over all cases;
           "minibatch"  shuffled batches of batch_size;
           "stochastic" one randomly drawn example per update, N updates per epoch;
           "online"     the examples in arrival order, one update each.
+    epoch_loss: "full"    the loss on the whole training set after the epoch (one more pass);
+                "batches" the batches' own losses during the epoch, at no extra cost (the
+                          parameters change between batches, so it lags the full loss).
     callback(epoch, loss, params) is called after every epoch; returning True stops training.
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
+    if epoch_loss not in ("full", "batches"):
+        raise ValueError(f"unknown epoch_loss {epoch_loss!r}; use 'full' or 'batches'")
     X = np.asarray(X, dtype=params["K1"].dtype)
     T = _targets(T, X.dtype)
     if X.ndim != 2 or T.ndim != 2 or len(X) != len(T):
@@ -423,10 +428,12 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
                 batches = rng.integers(0, n, size=(n, 1))
             else:
                 batches = np.arange(n).reshape(n, 1)
+            seen = 0.0
             for rows in batches:
-                _, grads = loss_and_grad(params, X[rows], T[rows])
+                part, grads = loss_and_grad(params, X[rows], T[rows])
+                seen += part * len(rows) / n
                 apply_gradient(params, state, grads, **options)
-            value = loss(params, X, T)
+            value = loss(params, X, T) if epoch_loss == "full" else seen
         else:
             raise ValueError(f"unknown mode {mode!r}; use batch, minibatch, stochastic or online")
         if not np.isfinite(value):
