@@ -43,22 +43,27 @@ from .registry import Op, Rule, Term, register, register_rules
 register_rules({
     "recurrent_output": Rule("the layer's output: the hidden state at every step, "
                              "h_1, ..., h_T (entry 0 of the tape)",
-                             "layer {layer}: the hidden states h_1..h_T (entry 0 of the tape)"),
+                             "layer {layer}: the hidden states h_1..h_T (entry 0 of the tape)",
+        latex="The layer's output is its hidden state at every step, $h_1, \\dots, h_T$ (entry 0 of the tape):"),
     "recurrent_input_weight": Rule(
         "gradient of the input weights, shared by every time step: their contributions add up, "
         "dL/dW_xh = sum_t delta_t^T x_t",
-        "dL/dW_xh{layer} = sum over t of delta_t^T x_t (entry 1 of the BPTT tuple)"),
+        "dL/dW_xh{layer} = sum over t of delta_t^T x_t (entry 1 of the BPTT tuple)",
+        latex='The input weights are shared by every time step, so their contributions add up, $\\partial L/\\partial W_{xh} = \\sum_t \\delta_t^{\\top} x_t$:'),
     "recurrent_weight": Rule(
         "gradient of the recurrent weights, shared by every time step: "
         "dL/dW_hh = sum_t delta_t^T h_{t-1} (h_0 = 0)",
-        "dL/dW_hh{layer} = sum over t of delta_t^T h_(t-1) (entry 2 of the BPTT tuple)"),
+        "dL/dW_hh{layer} = sum over t of delta_t^T h_(t-1) (entry 2 of the BPTT tuple)",
+        latex='The recurrent weights are shared by every time step: $\\partial L/\\partial W_{hh} = \\sum_t \\delta_t^{\\top} h_{t-1}$, with $h_{0} = 0$:'),
     "recurrent_bias": Rule("gradient of a recurrent bias: delta_t summed over the batch and "
                            "every time step",
-                           "dL/db{layer} = delta_t summed over the batch and time (entry 3)"),
+                           "dL/db{layer} = delta_t summed over the batch and time (entry 3)",
+        latex='The bias gradient sums $\\delta_t$ over the batch and every time step:'),
     "recurrent_input": Rule("chain rule into a recurrent layer's input: dL/dx_t = delta_t W_xh "
                             "at every step",
                             "dL/d{wrt}: delta_t W_xh of layer {consumer} at every step "
-                            "(entry 0 of the BPTT tuple)"),
+                            "(entry 0 of the BPTT tuple)",
+        latex="Into the layer's input, at every step, $\\partial L/\\partial x_t = \\delta_t W_{xh}$:"),
 })
 
 
@@ -119,13 +124,23 @@ class Rnn(Recurrent):
         "rnn": Rule("recurrent layer (Elman), unfolded in time with the same weights at every "
                     "step: h_t = f(x_t W_xh^T + h_{t-1} W_hh^T + b), h_0 = 0; the tape keeps "
                     "every h_t for the backward pass",
-                    "layer {layer}: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T"),
+                    "layer {layer}: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T",
+                    latex=r"A recurrent layer (Elman) unfolded in time, the same weights at "
+                          r"every step: $h_t = f(x_t W_{xh}^{\top} + h_{t-1} W_{hh}^{\top} + b)$ "
+                          r"for $t = 1, \dots, T$, $h_0 = 0$; the tape keeps every $h_t$ for "
+                          r"the backward pass:"),
         "rnn_bptt": Rule("backpropagation through time: one reverse loop over t, delta_t from the "
                          "output at t and from delta_{t+1} through W_hh, times f'(h_t) "
                          "(truncated BPTT: the term from delta_{t+1} is cut at the start of "
                          "every chunk of bptt steps)",
                          "BPTT for layer {layer}: delta_t = (dL/dh_t + delta_(t+1) W_hh) "
-                         "* f'(h_t), t = T..1"),
+                         "* f'(h_t), t = T..1",
+                         latex=r"Backpropagation through time: one reverse loop over $t$, "
+                               r"$\delta_t$ from the output at $t$ and from $\delta_{t+1}$ "
+                               r"through $W_{hh}$, times $f'$; a weight shared by every step "
+                               r"sums the gradients of its copies (truncated BPTT cuts the term "
+                               r"from $\delta_{t+1}$ at the start of every chunk of "
+                               r"\texttt{bptt} steps). The recurrences, then the step:"),
     }
 
     def cell(self, node, d, X, Wx, Wh, b):

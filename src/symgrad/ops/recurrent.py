@@ -176,6 +176,22 @@ class RnnBackward(ArrayOp):
     dWh = sum_t delta_t^T h_{t-1} (h_{-1} = 0), db = sum_t delta_t^T 1.
     """
 
+    @classmethod
+    def equations(cls, bptt: int = 0) -> list[tuple[str, str]]:
+        """The BPTT recurrences in delta notation, as (lhs, rhs) LaTeX pairs."""
+        cut = (rf",\quad \delta_{{t+1}} W_{{hh}} \text{{ dropped when }} k \mid t+1,"
+               rf"\ k = {bptt}" if bptt else "")
+        return [
+            (r"h_t", r"f\!\left(x_t W_{xh}^{\top} + h_{t-1} W_{hh}^{\top} + b\right),"
+                     r"\quad h_{-1} = 0"),
+            (r"\delta_t", r"\left(\frac{\partial L}{\partial h_t} + \delta_{t+1} W_{hh}\right)"
+                           r" \odot f'(h_t),\quad \delta_{T+1} = 0" + cut),
+            (r"\frac{\partial L}{\partial W_{xh}}", r"\sum_t \delta_t^{\top} x_t"),
+            (r"\frac{\partial L}{\partial W_{hh}}", r"\sum_t \delta_t^{\top} h_{t-1}"),
+            (r"\frac{\partial L}{\partial b}", r"\sum_t \delta_t^{\top} \mathbf{1}"),
+            (r"\frac{\partial L}{\partial x_t}", r"\delta_t W_{xh}"),
+        ]
+
     nargs = 8
     arrays = 6
 

@@ -60,6 +60,7 @@ class Rule:
 
     description: str
     comment: str  # str.format fields: layer, wrt (the x of dL/dx), kind, derivative
+    latex: str = ""  # the description in LaTeX for the document (default: the plain one)
 
 
 class Op:
