@@ -232,6 +232,7 @@ def test_every_registry_rule_renders():
                  huber(), load_spec_text(AVG), example("xor_skip").spec,
                  example("skip_mish").spec,
                  Network(inputs=2).dense(3, "softmax").loss("sse").build(),
+                 Network(inputs=2).dense(3, "identity").loss("hinge").build(),
                  Network(inputs=2).dense(2, "tanh", name="h").dense(2, "tanh", name="g")
                  .dense(1, sources=["h", "g"]).loss("sse").build()):
         covered |= {s.rule for s in derive(spec).steps}

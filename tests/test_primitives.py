@@ -32,7 +32,8 @@ def as_mpmath(expr: sp.Expr):
 def test_registry_contents():
     assert set(primitives.ACTIVATIONS) == {"identity", "sigmoid", "tanh", "relu", "leaky_relu",
                                            "softplus", "elu", "gelu", "silu", "softmax"}
-    assert set(primitives.LOSSES) == {"sse", "mse", "bce", "cross_entropy"}
+    assert set(primitives.LOSSES) == {"sse", "mse", "bce", "cross_entropy", "hinge"}
+    assert primitives.loss("hinge").per_output is None  # couples outputs: ops.loss writes it
     assert primitives.activation("softmax").vector
     assert primitives.loss("cross_entropy").needs_softmax
 

@@ -290,7 +290,8 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         kernels=_kernel_sources(printer.helpers), input_shape=spec.input_shape,
         gradients=dict(derivation.gradients, **norm["zero_grads"]), architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,
-        init_range=spec.init.range, classes=output.activation.vector, norm=norm,
+        init_range=spec.init.range, classes=output.activation.vector or spec.loss.coupled,
+        norm=norm,
         sequence=_sequence(spec),
     )
     ast.parse(source)  # a template or printer fault fails here, not on import

@@ -116,6 +116,10 @@ def latex_names(spec: NetworkSpec, samples: int | None = None) -> dict[sp.Symbol
 
 
 def _check_size(spec: NetworkSpec, graph: Graph) -> None:
+    if spec.loss.coupled:
+        raise SpecError(f"per-weight expansion covers per-output losses; {spec.loss.kind} "
+                        "couples the outputs; use the matrix form", field="loss.kind",
+                        path=spec.source)
     count = sum(int(sp.prod(shape)) for shape in graph.params.values())
     if count > MAX_PARAMETERS:
         raise SpecError(f"per-weight expansion is for small networks: this one has {count} "

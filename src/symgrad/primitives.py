@@ -68,9 +68,10 @@ class LossRule:
     """One registry row: a loss's name and per-output form ``l(y, t)``."""
 
     name: str
-    per_output: sp.Expr  # summed over outputs j to give the per-sample loss
+    per_output: sp.Expr | None  # summed over outputs j; None for a loss that couples outputs
     needs_softmax: bool = False
     description: str = ""
+    needs_identity: bool = False  # scores, not probabilities: the output layer is linear
 
 
 def _activation_rows() -> dict[str, ActivationRule]:
@@ -115,6 +116,9 @@ def _loss_rows() -> dict[str, LossRule]:
             needs_softmax=True,
             description="cross-entropy of a softmax output",
         ),
+        # Weston-Watkins: sum over j != y of max(0, 1 + s_j - s_y); written by ops.loss.
+        LossRule("hinge", None, needs_identity=True,
+                 description="multiclass hinge loss of identity scores"),
     ]
     return {row.name: row for row in rows}
 

@@ -611,7 +611,7 @@ def _random_values(problem: _Problem, rng: np.random.Generator) -> dict:
     values = {naming.INPUT: matrix(n, spec.n_inputs)}
     k = spec.n_outputs
     output = graph.node(graph.output)
-    if output.activation.vector:
+    if output.activation.vector or spec.loss.coupled:
         hot = rng.integers(0, k, n)
         values[naming.TARGET] = sp.ImmutableMatrix(n, k, lambda i, j: int(hot[i] == j))
     elif spec.loss.kind == "bce" or spec.loss.expr is not None:

@@ -387,6 +387,53 @@ class _Builder:
         view.prose.append(after + ":")
         return view
 
+    def step_hinge(self, step) -> StepView:
+        out = self.graph.node(self.graph.output).layer
+        a, t = (lambda index: entry(naming.activation(out), index)), \
+            (lambda index: entry(naming.TARGET, index))
+        view = self.view(step, "the loss",
+                         "The loss is the multiclass hinge loss (Weston and Watkins; the SVM "
+                         "loss), on the scores $a$ of the identity output layer. With $y_n$ "
+                         "the true class of sample $n$, every wrong class whose score comes "
+                         "within a margin of 1 of the true class's score costs the excess:")
+        view.title = "The loss"
+        view.scalar.append(Equation("l_n", [
+            rf"\sum_{{j \neq y_n}} \max\left(0, 1 + {a('nj')} - {a('n y_n')}\right)"]))
+        reduce = ("summed over the batch" if self.spec.loss.reduction == "sum" else
+                  r"averaged over the batch ($\frac{1}{N}$)")
+        view.prose.append(
+            "The loss couples the outputs of a sample, so it is no sum of per-output terms. "
+            rf"With one-hot targets the true class's score is $s_n = \sum_k {t('nk')} "
+            rf"{a('nk')}$ and the factor $1 - {t('nj')}$ leaves out $j = y_n$; the batch loss is "
+            + reduce + (r", plus weight decay $\frac{\lambda}{2} \sum w^2$" if
+                        self.spec.loss.weight_decay else "") + ":")
+        decay = sp.Add(*(term for term in sp.Add.make_args(step.expr) if not term.has(sp.Max)))
+        scale = r"\frac{1}{N} " if self.spec.loss.reduction == "mean" else ""
+        text = (rf"{scale}\sum_{{n=1}}^{{N}} \sum_{{j}} \left(1 - {t('nj')}\right) "
+                rf"\max\left(0, 1 + {a('nj')} - s_n\right)")
+        if decay != 0:
+            text += " + " + self.printer.doprint(decay)
+        view.equation = Equation(self.sym(step.target), [text], step.number)
+        return view
+
+    def step_hinge_derivative(self, step) -> StepView:
+        out = self.graph.node(self.graph.output).layer
+        a, t = (lambda index: entry(naming.activation(out), index)), \
+            (lambda index: entry(naming.TARGET, index))
+        view = self.view(step, "derivative of the hinge loss",
+                         rf"With the margins $m_{{nj}} = 1 + {a('nj')} - s_n$, a violated "
+                         rf"margin ($m_{{nj}} > 0$, $j \neq y_n$) adds 1 to its class's "
+                         "slope and takes 1 from the true class's:")
+        view.scalar.append(Equation(rf"\frac{{\partial l_n}}{{\partial {a('nj')}}}", [
+            rf"\left(1 - {t('nj')}\right) \left[m_{{nj}} > 0\right] - {t('nj')} \sum_k "
+            rf"\left(1 - {t('nk')}\right) \left[m_{{nk}} > 0\right]"]))
+        view.prose.append(
+            "The Iverson bracket is 0 at the kink $m_{nj} = 0$, the one-sided slope the code "
+            r"takes there, as for ReLU. For the batch, with $[\,\cdot > 0]$ entrywise"
+            + (r" and the $\frac{1}{N}$ of the mean" if self.spec.loss.reduction == "mean"
+               else "") + ":")
+        return view
+
     # backward
     def step_loss_derivative(self, step) -> StepView:
         view = self.view(step, "derivative of the loss",
@@ -1292,6 +1339,8 @@ def _text_detail(step, printer: TextPrinter) -> str:
         return "softmax with cross-entropy: dl/dz = p - t (checked by SymPy)"
     if step.rule == "loss":
         return f"l(y, t) = {detail['per_output']}, reduction {detail['reduction']}"
+    if step.rule == "hinge":
+        return f"per sample: sum over j != y of max(0, 1 + s_j - s_y), reduction {detail['reduction']}"
     return ""
 
 

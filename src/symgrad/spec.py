@@ -196,7 +196,16 @@ class Loss:
         """``l(y, t)`` for one output, summed over outputs to give a sample's loss."""
         if self.expr is not None:
             return primitives.parse_loss(self.expr)
-        return primitives.loss(self.kind).per_output
+        per_output = primitives.loss(self.kind).per_output
+        if per_output is None:
+            raise SpecError(f"the {self.kind} loss couples the outputs: it has no per-output "
+                            "form l(y, t), which this command needs", field="loss.kind")
+        return per_output
+
+    @property
+    def coupled(self) -> bool:
+        """Whether the loss couples the outputs (hinge): no per-output form l(y, t)."""
+        return self.expr is None and primitives.loss(self.kind).per_output is None
 
 
 @dataclass(frozen=True)
@@ -892,6 +901,11 @@ class _Reader:
                 why = f"{output.activation.kind} outputs are not limited to (0, 1)"
             self.fail(where, f"bce needs outputs in (0, 1) and {why}; use a sigmoid output "
                       "layer (or the sse/mse loss)")
+        if loss.kind == "hinge" and output.activation.kind != "identity":
+            self.fail(where, f"hinge needs an identity output layer (raw class scores), got "
+                      f"{output.activation.kind}")
+        if loss.kind == "hinge" and output.units < 2:
+            self.fail(where, "hinge needs at least 2 classes (output units)")
         if softmax_out and output.units < 2:
             self.fail(where, "softmax over a single unit is constant; use sigmoid")
         consumers = {s for layer in layers for s in layer.sources}

@@ -347,7 +347,7 @@ def _load_data(args, spec: NetworkSpec, seed: int):
     try:
         if args.data is not None:
             output = spec.layers[-1]  # a softmax output takes integer class labels too
-            classes = output.activation.vector
+            classes = output.activation.vector or spec.loss.coupled
             steps = output.shape[0] if len(output.shape) == 2 else None
             task, where = load_npz(args.data, n_classes=output.units if classes else None,
                                    label_steps=steps), args.data

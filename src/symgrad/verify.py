@@ -344,9 +344,13 @@ class _Model:
                                           _breakpoints(forward) if kinky else None)
         output = graph.node(graph.output)
         self.output = output
-        per_output = spec.loss.per_output().subs(primitives.K, output.size)
-        self.dl_dy = _lambdify((primitives.y, primitives.t),
-                               primitives.loss_derivative(per_output))
+        self.hinge = spec.loss.coupled
+        if self.hinge:
+            self.dl_dy = _hinge_dl_dy
+        else:
+            per_output = spec.loss.per_output().subs(primitives.K, output.size)
+            self.dl_dy = _lambdify((primitives.y, primitives.t),
+                                   primitives.loss_derivative(per_output))
         self.fused_softmax = output.activation.vector and spec.loss.kind == "cross_entropy"
         rules = {s.target: s.rule for s in derivation.steps}
         self.fused = rules.get(naming.delta(output.layer)) in ("fused", "fused_softmax")
@@ -378,9 +382,12 @@ class _Model:
                     values[node.name] = unit.f(z)
         return values
 
-    def near_kink(self, values: dict) -> np.ndarray:
-        """Rows (samples) with a pre-activation within the margin of a kink."""
+    def near_kink(self, values: dict, T: np.ndarray | None = None) -> np.ndarray:
+        """Rows (samples) with a pre-activation (or a hinge margin) within the margin of a kink."""
         rows = np.zeros(values[naming.INPUT].shape[0], dtype=bool)
+        if self.hinge and T is not None:
+            rows |= ((np.abs(_hinge_margins(values[self.output.name], T)) < KINK_MARGIN)
+                     & (T == 0)).any(axis=1)
         for name, unit in self.units.items():
             if not unit.kinks:
                 continue
@@ -524,18 +531,29 @@ def _draw(model: _Model, rng: np.random.Generator, n: int):
     X = rng.normal(0.0, 1.0, (n, spec.n_inputs))
     k = spec.n_outputs
     output = graph.node(graph.output)
-    if output.activation.vector:
+    if output.activation.vector or spec.loss.coupled:
         T = np.eye(k)[rng.integers(0, k, n)]
     elif spec.loss.kind == "bce" or spec.loss.expr is not None:
         T = rng.uniform(0.05, 0.95, (n, k))
     else:
         T = rng.normal(0.0, 1.0, (n, k))
     for _ in range(200):  # draw again the samples that sit on a kink
-        near = model.near_kink(model.forward(params, X))
+        near = model.near_kink(model.forward(params, X), T)
         if not near.any():
             return params, X, T, True
         X[near] = rng.normal(0.0, 1.0, (int(near.sum()), spec.n_inputs))
     return params, X, T, False
+
+
+def _hinge_margins(a: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``1 + a_j - a_y`` for scores ``a`` and one-hot targets ``T``."""
+    return 1 + a - (T * a).sum(axis=1, keepdims=True)
+
+
+def _hinge_dl_dy(a: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """d/da of the multiclass hinge loss, per sample: violated margins, 0 at the kink."""
+    violated = (_hinge_margins(a, T) > 0) * (1 - T)
+    return violated - T * violated.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- user input

@@ -17,7 +17,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .. import naming, primitives
-from ..symbolic import LogSumExp, OnesLike, Total, stabilize
+from ..symbolic import LogSumExp, OnesLike, RowSum, Total, stabilize
 from .registry import Op, Rule, Term, register
 
 
@@ -32,6 +32,15 @@ class Loss(Op):
                       "delta{layer}: loss and output activation differentiated together"),
         "fused_softmax": Rule("lemma: softmax with cross-entropy gives p - t",
                               "delta{layer}: softmax with cross-entropy gives p - t (lemma)"),
+        "hinge": Rule("the multiclass hinge loss: every wrong class j whose score comes within "
+                      "a margin of 1 of the true class's score s_y = rowsum(T * S) adds "
+                      "max(0, 1 + s_j - s_y)",
+                      "the multiclass hinge loss, sum over j != y of max(0, 1 + s_j - s_y)"),
+        "hinge_derivative": Rule("derivative of the hinge loss: each violated margin, "
+                                 "[1 + s_j - s_y > 0] for j != y, adds 1 to its class's "
+                                 "score and takes 1 from the true class's score",
+                                 "dL/d{wrt}: derivative of the hinge loss, violated margins "
+                                 "[1 + s_j - s_y > 0] (0 at the kink)"),
     }
 
     @staticmethod
@@ -48,6 +57,11 @@ class Loss(Op):
 
     def forward(self, node, d) -> None:
         y, t = d.array(node.name), d.array(naming.TARGET)
+        if d.spec.loss.coupled:
+            loss = d.reduction() * Total(sp.Max(0, hinge_margins(y, t)) * (1 - t))
+            d.add("loss", naming.LOSS, loss + self.decay_terms(d), "hinge", (),
+                  reduction=d.spec.loss.reduction)
+            return
         per_output = self.per_output(d)
         textbook = d.reduction() * Total(per_output.subs({primitives.y: y, primitives.t: t}))
         code = None
@@ -67,6 +81,11 @@ class Loss(Op):
         """``node`` is the output activation; the seed of the chain rule."""
         y, t = d.array(node.name), d.array(naming.TARGET)
         source = node.sources[0]
+        if d.spec.loss.coupled:
+            violated = sp.Heaviside(hinge_margins(y, t), 0) * (1 - t)
+            yield Term(node.name, d.reduction() * (violated - t * RowSum(violated)),
+                       "hinge_derivative")
+            return
         if node.activation.vector and d.spec.loss.kind == "cross_entropy":
             yield Term(source, d.reduction() * (y - t), "fused_softmax",
                        dict(lemma=softmax_cross_entropy_lemma()))
@@ -88,6 +107,14 @@ class Loss(Op):
             else None
         yield Term(node.name, expr, "loss_derivative",
                    dict(derivative=dl_dy, per_output=per_output, code=code))
+
+
+def hinge_margins(y: sp.Expr, t: sp.Expr) -> sp.Expr:
+    """``1 + S - s_y`` (N, K) for scores S and one-hot targets T; s_y = rowsum(T * S) (N, 1).
+
+    The true class's own entry is 1 and is masked out by ``1 - T`` wherever it is used.
+    """
+    return 1 + y - RowSum(t * y)
 
 
 @lru_cache(maxsize=None)
