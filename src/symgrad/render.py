@@ -31,7 +31,7 @@ import jinja2
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from . import naming, primitives
+from . import naming, ops, primitives
 from .latex import (
     DerivationLatexPrinter,
     entry,
@@ -584,21 +584,21 @@ class _Builder:
 
     def step_weight(self, step) -> StepView:
         node = self.graph.node(naming.pre_activation(step.layer))
-        l, d = step.layer, self.sym(naming.delta(step.layer))
+        layer, d = step.layer, self.sym(naming.delta(step.layer))
         w = self.sym(node.weight)
-        delta = entry(naming.delta(l), "nj")
-        bias = f" + b^{{({l})}}_j" if node.bias else ""
+        delta = entry(naming.delta(layer), "nj")
+        bias = f" + b^{{({layer})}}_j" if node.bias else ""
         if len(node.sources) == 1:
             source = node.sources[0]
-            prose = (rf"Since $z^{{({l})}}_{{nj}} = \sum_i {entry(source, 'ni')}\, "
-                     rf"w^{{({l})}}_{{ji}}{bias}$, the gradient of ${w}$ sums over the batch: "
+            prose = (rf"Since $z^{{({layer})}}_{{nj}} = \sum_i {entry(source, 'ni')}\, "
+                     rf"w^{{({layer})}}_{{ji}}{bias}$, the gradient of ${w}$ sums over the batch: "
                      rf"$\bigl(\partial L / \partial {w}\bigr)_{{ji}} = \sum_n {delta}\, "
                      rf"{entry(source, 'ni')}$, which is the matrix product "
                      rf"${transposed(d)} {self.sym(source)}$")
         else:
             sources = r" \; ".join(self.sym(s) for s in node.sources)
-            prose = (rf"Layer {l} reads ${sources}$ side by side, "
-                     rf"$z^{{({l})}}_{{nj}} = \sum_i \bar a_{{ni}}\, w^{{({l})}}_{{ji}}{bias}$ "
+            prose = (rf"Layer {layer} reads ${sources}$ side by side, "
+                     rf"$z^{{({layer})}}_{{nj}} = \sum_i \bar a_{{ni}}\, w^{{({layer})}}_{{ji}}{bias}$ "
                      r"with $\bar a_{n\cdot}$ the concatenated row, so "
                      rf"$\bigl(\partial L / \partial {w}\bigr)_{{ji}} = "
                      rf"\sum_n {delta}\, \bar a_{{ni}}$: the matrix product "
@@ -609,10 +609,10 @@ class _Builder:
         return self.view(step, f"gradient of ${w}$", prose + ":")
 
     def step_bias(self, step) -> StepView:
-        d, l = naming.delta(step.layer), step.layer
-        return self.view(step, f"gradient of ${self.sym(naming.bias(l))}$",
+        d, layer = naming.delta(step.layer), step.layer
+        return self.view(step, f"gradient of ${self.sym(naming.bias(layer))}$",
                          rf"Each bias adds to its unit for every sample: "
-                         rf"$\partial L / \partial b^{{({l})}}_j = \sum_n {entry(d, 'nj')}$:")
+                         rf"$\partial L / \partial b^{{({layer})}}_j = \sum_n {entry(d, 'nj')}$:")
 
     def step_backprop(self, step) -> StepView:
         return self.backprop(step, False)
@@ -712,7 +712,7 @@ class _Builder:
     def step_conv_input(self, step) -> StepView:
         consumer = step.detail.get("consumer", step.layer)
         node = self.conv_node(consumer)
-        (sh, sw), (ph, pw), (kh, kw) = node.stride, node.padding, node.kernel
+        (sh, sw), (ph, pw), (kh, _) = node.stride, node.padding, node.kernel
         d, k = naming.delta(consumer), node.weight
         a = self.sym(step.target[4:])
         view = self.view(step, f"chain rule through the convolution of layer {consumer}",
@@ -808,12 +808,30 @@ class _Builder:
                          "to channels, rows and columns:")
 
     def step_default(self, step) -> StepView:
-        """Any rule without a view of its own: the registry's description, the step's LaTeX."""
+        """Any rule without a view of its own: the registry's description, the step's LaTeX.
+
+        A row may give its description in LaTeX (``Rule.latex``, the project's own text,
+        not a user's); an operation whose class lists its recurrences (``equations``) has
+        them shown before the step.
+        """
         description = step.description
         title, _, _ = description.partition(":")
         text = latex_text if self.target == "tex" else plain_text
-        prose = text(description[:1].upper() + description[1:])
-        return self.view(step, text(title), prose + ":")
+        rule = ops.rule(step.rule)
+        if rule.latex and self.target == "tex":
+            prose = rule.latex
+        else:
+            prose = text(description[:1].upper() + description[1:]) + ":"
+        view = self.view(step, text(title), prose)
+        if self.target == "tex":
+            for node in sp.preorder_traversal(step.expr):
+                equations = getattr(type(node), "equations", None)
+                if callable(equations) and type(node).__name__.endswith("Backward"):
+                    bptt = node.hyper[-1] if getattr(node, "hyper", ()) else 0
+                    for lhs, rhs in equations(bptt):
+                        view.scalar.append(Equation(lhs, [rhs]))
+                    break
+        return view
 
     # -- the rest
 
