@@ -5,6 +5,7 @@ Command: symgrad generate examples/family_trees.toml -o generated/family_trees.p
 Network: 36-6-6-12-6-24 (sigmoid, sigmoid, sigmoid, sigmoid, sigmoid); loss sse, reduction sum
 
 Data are batch-first: X has shape (N, 36), targets T shape (N, 24).
+X's columns are the input groups side by side: person X[:, 0:24], relationship X[:, 24:36].
 Every line of the forward and backward pass is commented with the number of the
 equation it implements in the derivation printed by `symgrad derive examples/family_trees.toml`.
 This file needs nothing but NumPy.

@@ -288,6 +288,7 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         loss=loss_line, backward=backward,
         output=output.name, layers=layers, helpers=sorted(printer.helpers),
         kernels=_kernel_sources(printer.helpers), input_shape=spec.input_shape,
+        groups=_groups(spec),
         gradients=dict(derivation.gradients, **norm["zero_grads"]), architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,
         init_range=spec.init.range, classes=output.activation.vector or spec.loss.coupled,
@@ -296,6 +297,15 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     )
     ast.parse(source)  # a template or printer fault fails here, not on import
     return source
+
+
+def _groups(spec: NetworkSpec) -> list[dict]:
+    """The columns of X each input group occupies, for the module's docstring."""
+    out, start = [], 0
+    for name, size in spec.inputs:
+        out.append({"name": name, "start": start, "stop": start + size})
+        start += size
+    return out
 
 
 def _kernel_sources(helpers: set[str]) -> list[str]:
