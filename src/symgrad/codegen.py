@@ -22,10 +22,8 @@ import ast
 import importlib.util
 import inspect
 import math
-import os
 import shlex
 import sys
-import tempfile
 import types
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +32,13 @@ import sympy as sp
 
 from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
+from .fileio import write_atomically
 from .inplace import plan, reads
 from .ops import attention_rows, normalisation
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
-from .symbolic import LogSumExp
+from .symbolic import LogSumExp, Total
 
 DTYPES = ("float64", "float32")
 
@@ -204,6 +203,25 @@ def _share_log_softmax(loss: Step, forward: list[Step]):
     return loss, steps, comments
 
 
+#: The rules whose step is the seed of the backward pass (dL/dY, or delta at the output).
+_SEED_RULES = ("loss_derivative", "fused", "fused_softmax", "hinge_derivative")
+
+
+def _masked_code(printer: ArrayCodePrinter, expr: sp.Basic, params) -> str:
+    """The loss with every per-row term weighted by ``mask_rows`` (N*T, 1), for a padding mask.
+
+    Applied outside the derivation: each sum over the output rows, ``Total(l)``, is printed
+    as ``np.sum(mask_rows * (l))``; the weight-decay sums (over parameters only) are not.
+    """
+    rows = [total for total in expr.atoms(Total)
+            if not {s.name for s in total.free_symbols} <= set(params)]
+    holders = {total: sp.Symbol(f"MASKED_TOTAL_{i}") for i, total in enumerate(rows)}
+    text = printer.doprint(expr.xreplace(holders))
+    for total, holder in holders.items():
+        text = text.replace(holder.name, f"np.sum(mask_rows*({printer.doprint(total.args[0])}))")
+    return text
+
+
 def _needed(steps: list[Step], wanted: set[str]) -> list[Step]:
     """The steps that ``wanted`` depends on, in order."""
     keep = []
@@ -247,6 +265,18 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     split = len(shared_forward) + len(hoisted)
     forward_for_grad, loss_line = gradient_lines[:split], gradient_lines[split]
     backward = gradient_lines[split + 1:]
+    sequence = _sequence(spec)
+    mask = None
+    if sequence and sequence["per_step"]:
+        # A padding mask weights the loss rows and the seed of the backward pass.
+        seed = next(step.target for step in computed if step.rule in _SEED_RULES)
+        mask = {"loss": _masked_code(printer, loss_step.code_expr, graph.params),
+                "grad": _masked_code(printer, reused.code_expr, graph.params),
+                "seed": seed, "hoisted": seed in {step.target for step in hoisted}}
+        if not mask["hoisted"]:
+            backward = [replace(line, statements=(*line.statements, "if mask is not None:",
+                                                  f"    {seed} = {seed} * mask_rows"))
+                        if line.target == seed else line for line in backward]
     spec_path = str(spec_path or spec.source or f"{spec.name}.toml")
     command = f"symgrad generate {shlex.quote(spec_path)}"
     if output_path:
@@ -292,8 +322,8 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         gradients=dict(derivation.gradients, **norm["zero_grads"]), architecture=_architecture(spec),
         training=spec.training, weight_decay=spec.loss.weight_decay,
         init_range=spec.init.range, classes=output.activation.vector or spec.loss.coupled,
-        norm=norm,
-        sequence=_sequence(spec),
+        norm=norm, mask=mask,
+        sequence=sequence,
     )
     ast.parse(source)  # a template or printer fault fails here, not on import
     return source
@@ -357,17 +387,7 @@ def write_module(spec: NetworkSpec, path: str | Path, *, dtype: str = "float64",
     path = Path(path)
     source = generate_module_source(spec, dtype=dtype, spec_path=spec_path,
                                     output_path=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(source)
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomically(path, source)
     return path
 
 
