@@ -9,6 +9,12 @@ Each row of X is one sequence of 16 steps of 25 features, flattened;
 X of shape (N, 16, 25) is accepted too.
 The output is per step: targets T have shape (N, 16, 25) (or flat,
 (N, 400)), and the loss sums over the steps.
+Padding: loss(), loss_and_grad() and train() take mask=None or a 0/1 array of shape
+(N, 16) (the command line reads it from the .npz as "mask"); a step with mask 0
+adds nothing to the loss and sends no gradient back.  The mask is applied outside the
+printed derivation: the loss is sum over rows of mask * l(y, t), and the seed of the
+backward pass (delta2) is multiplied by the same mask, row by row; with
+reduction "mean" the loss still divides by N.
 Every line of the forward and backward pass is commented with the number of the
 equation it implements in the derivation printed by `symgrad derive examples/char_rnn.toml`.
 This file needs nothing but NumPy.
@@ -147,6 +153,18 @@ def _targets(T, dtype=DTYPE):
     return np.asarray(T, dtype=dtype)
 
 
+def _mask_rows(mask, n, dtype=DTYPE):
+    """A padding mask (n, 16) of 0/1 as a column of n*16 rows, or None; ValueError naming the fault."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (n, TARGET_SHAPE[0]):
+        raise ValueError(f"mask: expected shape ({n}, {TARGET_SHAPE[0]}), got {mask.shape}")
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        raise ValueError("mask: must hold only 0 and 1")
+    return mask.reshape(-1, 1).astype(dtype)
+
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: Wx1 xavier, Wh1 xavier, W2 xavier."""
     rng = np.random.default_rng(seed)
@@ -189,13 +207,14 @@ def predict(params, X):
     return forward(params, X).argmax(axis=-1)
 
 
-def loss(params, X, T):
-    """The loss L (equation 6) on inputs X and targets T."""
+def loss(params, X, T, *, mask=None):
+    """The loss L (equation 6) on inputs X and targets T (mask: padding, 0/1 (N, 16))."""
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
     X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
     T = _targets(T, params["Wx1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
+    mask_rows = _mask_rows(mask, len(X), T.dtype)  # None, or the padding mask as (N*T, 1)
     n = X.shape[0]
     # (1) layer 1: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T
     tape1 = _rnn_forward(X, Wx1, Wh1, b1, 0)
@@ -207,16 +226,19 @@ def loss(params, X, T):
     z2 = rows2_a1 @ W2.T
     z2 += b2
     # (6) the loss
+    if mask is not None:  # padded steps add nothing (outside the derivation)
+        return float(np.sum(mask_rows*(-T*(z2 - _logsumexp(z2))))/n)
     return float(-np.vdot(T, z2 - _logsumexp(z2))/n)
 
 
-def loss_and_grad(params, X, T):
+def loss_and_grad(params, X, T, *, mask=None):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
     X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
     T = _targets(T, params["Wx1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
+    mask_rows = _mask_rows(mask, len(X), T.dtype)  # None, or the padding mask as (N*T, 1)
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T
@@ -232,11 +254,16 @@ def loss_and_grad(params, X, T):
     log_a2, a2 = _log_softmax(z2)
     del z2
     # (6) the loss
-    loss = float(-np.vdot(T, log_a2)/n)
+    if mask is not None:  # padded steps add nothing (outside the derivation)
+        loss = float(np.sum(mask_rows*(-T*log_a2))/n)
+    else:
+        loss = float(-np.vdot(T, log_a2)/n)
     # Backward pass.
     # (7) delta2: softmax with cross-entropy gives p - t (lemma)
     delta2 = np.subtract(a2, T, out=a2)
     delta2 /= n
+    if mask is not None:
+        delta2 = delta2 * mask_rows
     # (8) dL/dW2 = delta2^T times the layer input, summed over the batch
     dL_dW2 = delta2.T @ rows2_a1
     # (9) dL/db2 = delta2 summed over the batch
@@ -331,7 +358,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
           optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
-          schedule=TRAINING["schedule"], callback=None, state=None, epoch_loss="full"):
+          schedule=TRAINING["schedule"], callback=None, state=None, epoch_loss="full", mask=None):
     """Train params in place; returns the loss of every epoch.
 
     mode: "batch"      one update per sweep from the gradient accumulated over all cases;
@@ -342,6 +369,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
                 "batches" the batches' own losses during the epoch, at no extra cost (the
                           parameters change between batches, so it lags the full loss).
     callback(epoch, loss, params) is called after every epoch; returning True stops training.
+    mask: None, or a 0/1 padding mask of shape (N, 16); padded steps add no loss.
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
     if epoch_loss not in ("full", "batches"):
@@ -353,6 +381,9 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
         raise ValueError(f"expected X (N, 16, 25) and T (N, 16, 25), got {X.shape} and {T.shape}")
     if X.ndim != 2 or T.ndim != 2 or len(X) != len(T):
         raise ValueError(f"expected X (N, 400) and T (N, 25), got {X.shape} and {T.shape}")
+    if mask is not None:
+        _mask_rows(mask, len(X), X.dtype)  # refuses a mask of the wrong shape or values
+        mask = np.asarray(mask)
     rng = np.random.default_rng(seed)
     state = init_state(params) if state is None else state
     n = len(X)
@@ -362,7 +393,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
         options = {"learning_rate": rate, "momentum": alpha, "optimizer": optimizer,
                    "shrink": shrink}
         if mode == "batch":
-            value, grads = loss_and_grad(params, X, T)
+            value, grads = loss_and_grad(params, X, T, mask=mask)
             apply_gradient(params, state, grads, **options)
         elif mode in ("minibatch", "stochastic", "online"):
             if mode == "minibatch":
@@ -374,10 +405,10 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
                 batches = np.arange(n).reshape(n, 1)
             seen = 0.0
             for rows in batches:
-                part, grads = loss_and_grad(params, X[rows], T[rows])
+                part, grads = loss_and_grad(params, X[rows], T[rows], mask=None if mask is None else mask[rows])
                 seen += part * len(rows) / n
                 apply_gradient(params, state, grads, **options)
-            value = loss(params, X, T) if epoch_loss == "full" else seen
+            value = loss(params, X, T, mask=mask) if epoch_loss == "full" else seen
         else:
             raise ValueError(f"unknown mode {mode!r}; use batch, minibatch, stochastic or online")
         if not np.isfinite(value):
@@ -444,7 +475,7 @@ def _main(argv=None):
         with archive.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
 
-    def read_npz(where, option, names):
+    def read_npz(where, option, names, optional=()):
         """The named arrays of an .npz file, their sizes checked before anything is read."""
         field = option
         try:
@@ -458,6 +489,8 @@ def _main(argv=None):
                 for name in names:
                     field = name
                     info = members.get(f"{name}.npy")
+                    if info is None and name in optional:
+                        continue
                     if info is None:
                         held = ", ".join(sorted(m.removesuffix(".npy") for m in members))
                         refuse(where, name, f"missing array (the file holds: {held or 'none'})")
@@ -512,7 +545,7 @@ def _main(argv=None):
             refuse(args.out, "--out", "is a directory")
         if not os.path.isdir(os.path.dirname(target)):
             refuse(args.out, "--out", "its directory does not exist")
-        data = read_npz(args.data, "--data", ("X", "T"))
+        data = read_npz(args.data, "--data", ("X", "T", "mask"), optional=("mask",))
         X = numbers(args.data, "X", data["X"], (None, N_INPUTS))
         if data["T"].dtype.kind in "iu":
             try:
@@ -524,6 +557,11 @@ def _main(argv=None):
             refuse(args.data, "T", f"has {len(T)} rows but X has {len(X)}")
         if not len(X):
             refuse(args.data, "X", "has no rows")
+        padding = None
+        if "mask" in data:  # optional: 0/1 (N, steps), padded steps add no loss
+            padding = numbers(args.data, "mask", data["mask"], (len(X), TARGET_SHAPE[0]))
+            if not np.isin(padding, (0, 1)).all():
+                refuse(args.data, "mask", "must hold only 0 and 1")
         if args.params:
             saved = read_npz(args.params, "--params", tuple(PARAM_SHAPES))
             params = {name: numbers(args.params, name, saved[name], shape)
@@ -535,7 +573,7 @@ def _main(argv=None):
                 history = train(params, X, T, mode=args.mode, epochs=args.epochs,
                                 learning_rate=args.learning_rate, momentum=args.momentum,
                                 batch_size=args.batch_size, seed=args.seed,
-                                optimizer=args.optimizer)
+                                optimizer=args.optimizer, mask=padding)
             except FloatingPointError as error:
                 refuse(args.data, "loss", str(error).removeprefix("loss "))
         for name, value in params.items():

@@ -365,7 +365,7 @@ def _main(argv=None):
         with archive.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
 
-    def read_npz(where, option, names):
+    def read_npz(where, option, names, optional=()):
         """The named arrays of an .npz file, their sizes checked before anything is read."""
         field = option
         try:
@@ -379,6 +379,8 @@ def _main(argv=None):
                 for name in names:
                     field = name
                     info = members.get(f"{name}.npy")
+                    if info is None and name in optional:
+                        continue
                     if info is None:
                         held = ", ".join(sorted(m.removesuffix(".npy") for m in members))
                         refuse(where, name, f"missing array (the file holds: {held or 'none'})")

@@ -9,6 +9,12 @@ Each row of X is one sequence of 8 steps of 4 features, flattened;
 X of shape (N, 8, 4) is accepted too.
 The output is per step: targets T have shape (N, 8, 4) (or flat,
 (N, 32)), and the loss sums over the steps.
+Padding: loss(), loss_and_grad() and train() take mask=None or a 0/1 array of shape
+(N, 8) (the command line reads it from the .npz as "mask"); a step with mask 0
+adds nothing to the loss and sends no gradient back.  The mask is applied outside the
+printed derivation: the loss is sum over rows of mask * l(y, t), and the seed of the
+backward pass (delta4) is multiplied by the same mask, row by row; with
+reduction "mean" the loss still divides by N.
 Every line of the forward and backward pass is commented with the number of the
 equation it implements in the derivation printed by `symgrad derive examples/transformer_block.toml`.
 This file needs nothing but NumPy.
@@ -167,6 +173,18 @@ def _targets(T, dtype=DTYPE):
     return np.asarray(T, dtype=dtype)
 
 
+def _mask_rows(mask, n, dtype=DTYPE):
+    """A padding mask (n, 8) of 0/1 as a column of n*8 rows, or None; ValueError naming the fault."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (n, TARGET_SHAPE[0]):
+        raise ValueError(f"mask: expected shape ({n}, {TARGET_SHAPE[0]}), got {mask.shape}")
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        raise ValueError("mask: must hold only 0 and 1")
+    return mask.reshape(-1, 1).astype(dtype)
+
+
 def init_params(seed=0, dtype=DTYPE):
     """Initial parameters: W1 xavier, W3 xavier, W4 xavier, Wq2 xavier, Wk2 xavier, Wv2 xavier, Wo2 xavier."""
     rng = np.random.default_rng(seed)
@@ -249,13 +267,14 @@ def predict(params, X):
     return forward(params, X).argmax(axis=-1)
 
 
-def loss(params, X, T):
-    """The loss L (equation 17) on inputs X and targets T."""
+def loss(params, X, T, *, mask=None):
+    """The loss L (equation 17) on inputs X and targets T (mask: padding, 0/1 (N, 8))."""
     W1, b1, Wq2, bq2, Wk2, Wv2, bv2, Wo2, bo2, W3, b3, W4, b4 = (params["W1"], params["b1"], params["Wq2"], params["bq2"], params["Wk2"], params["Wv2"], params["bv2"], params["Wo2"], params["bo2"], params["W3"], params["b3"], params["W4"], params["b4"])
     X = np.asarray(X, dtype=params["W1"].real.dtype)  # the parameters' dtype
     T = _targets(T, params["W1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
+    mask_rows = _mask_rows(mask, len(X), T.dtype)  # None, or the padding mask as (N*T, 1)
     n = X.shape[0]
     # (1) layer 1 reads every time step as a row: (N, T, U) -> (N*T, U)
     rows1_X = X.reshape(-1, X.shape[-1])
@@ -291,16 +310,19 @@ def loss(params, X, T):
     z4 = a3 @ W4.T
     z4 += b4
     # (17) the loss
+    if mask is not None:  # padded steps add nothing (outside the derivation)
+        return float(np.sum(mask_rows*(-T*(z4 - _logsumexp(z4))))/n)
     return float(-np.vdot(T, z4 - _logsumexp(z4))/n)
 
 
-def loss_and_grad(params, X, T):
+def loss_and_grad(params, X, T, *, mask=None):
     """The loss and its gradient with respect to every parameter, keyed like params."""
     W1, b1, Wq2, bq2, Wk2, Wv2, bv2, Wo2, bo2, W3, b3, W4, b4 = (params["W1"], params["b1"], params["Wq2"], params["bq2"], params["Wk2"], params["Wv2"], params["bv2"], params["Wo2"], params["bo2"], params["W3"], params["b3"], params["W4"], params["b4"])
     X = np.asarray(X, dtype=params["W1"].real.dtype)  # the parameters' dtype
     T = _targets(T, params["W1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
+    mask_rows = _mask_rows(mask, len(X), T.dtype)  # None, or the padding mask as (N*T, 1)
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1 reads every time step as a row: (N, T, U) -> (N*T, U)
@@ -341,11 +363,16 @@ def loss_and_grad(params, X, T):
     log_a4, a4 = _log_softmax(z4)
     del z4
     # (17) the loss
-    loss = float(-np.vdot(T, log_a4)/n)
+    if mask is not None:  # padded steps add nothing (outside the derivation)
+        loss = float(np.sum(mask_rows*(-T*log_a4))/n)
+    else:
+        loss = float(-np.vdot(T, log_a4)/n)
     # Backward pass.
     # (18) delta4: softmax with cross-entropy gives p - t (lemma)
     delta4 = np.subtract(a4, T, out=a4)
     delta4 /= n
+    if mask is not None:
+        delta4 = delta4 * mask_rows
     # (19) dL/dW4 = delta4^T times the layer input, summed over the batch
     dL_dW4 = delta4.T @ a3
     # (20) dL/db4 = delta4 summed over the batch
@@ -494,7 +521,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
           learning_rate=TRAINING["learning_rate"], momentum=TRAINING["momentum"],
           batch_size=TRAINING["batch_size"], seed=TRAINING["seed"],
           optimizer=TRAINING["optimizer"], shrink=TRAINING["shrink"],
-          schedule=TRAINING["schedule"], callback=None, state=None, epoch_loss="full"):
+          schedule=TRAINING["schedule"], callback=None, state=None, epoch_loss="full", mask=None):
     """Train params in place; returns the loss of every epoch.
 
     mode: "batch"      one update per sweep from the gradient accumulated over all cases;
@@ -505,6 +532,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
                 "batches" the batches' own losses during the epoch, at no extra cost (the
                           parameters change between batches, so it lags the full loss).
     callback(epoch, loss, params) is called after every epoch; returning True stops training.
+    mask: None, or a 0/1 padding mask of shape (N, 8); padded steps add no loss.
     Raises FloatingPointError naming the epoch if the loss becomes NaN or infinite.
     """
     if epoch_loss not in ("full", "batches"):
@@ -516,6 +544,9 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
         raise ValueError(f"expected X (N, 8, 4) and T (N, 8, 4), got {X.shape} and {T.shape}")
     if X.ndim != 2 or T.ndim != 2 or len(X) != len(T):
         raise ValueError(f"expected X (N, 32) and T (N, 4), got {X.shape} and {T.shape}")
+    if mask is not None:
+        _mask_rows(mask, len(X), X.dtype)  # refuses a mask of the wrong shape or values
+        mask = np.asarray(mask)
     rng = np.random.default_rng(seed)
     state = init_state(params) if state is None else state
     n = len(X)
@@ -525,7 +556,7 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
         options = {"learning_rate": rate, "momentum": alpha, "optimizer": optimizer,
                    "shrink": shrink}
         if mode == "batch":
-            value, grads = loss_and_grad(params, X, T)
+            value, grads = loss_and_grad(params, X, T, mask=mask)
             apply_gradient(params, state, grads, **options)
         elif mode in ("minibatch", "stochastic", "online"):
             if mode == "minibatch":
@@ -537,10 +568,10 @@ def train(params, X, T, *, mode=TRAINING["mode"], epochs=TRAINING["epochs"],
                 batches = np.arange(n).reshape(n, 1)
             seen = 0.0
             for rows in batches:
-                part, grads = loss_and_grad(params, X[rows], T[rows])
+                part, grads = loss_and_grad(params, X[rows], T[rows], mask=None if mask is None else mask[rows])
                 seen += part * len(rows) / n
                 apply_gradient(params, state, grads, **options)
-            value = loss(params, X, T) if epoch_loss == "full" else seen
+            value = loss(params, X, T, mask=mask) if epoch_loss == "full" else seen
         else:
             raise ValueError(f"unknown mode {mode!r}; use batch, minibatch, stochastic or online")
         if not np.isfinite(value):
@@ -607,7 +638,7 @@ def _main(argv=None):
         with archive.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False)
 
-    def read_npz(where, option, names):
+    def read_npz(where, option, names, optional=()):
         """The named arrays of an .npz file, their sizes checked before anything is read."""
         field = option
         try:
@@ -621,6 +652,8 @@ def _main(argv=None):
                 for name in names:
                     field = name
                     info = members.get(f"{name}.npy")
+                    if info is None and name in optional:
+                        continue
                     if info is None:
                         held = ", ".join(sorted(m.removesuffix(".npy") for m in members))
                         refuse(where, name, f"missing array (the file holds: {held or 'none'})")
@@ -675,7 +708,7 @@ def _main(argv=None):
             refuse(args.out, "--out", "is a directory")
         if not os.path.isdir(os.path.dirname(target)):
             refuse(args.out, "--out", "its directory does not exist")
-        data = read_npz(args.data, "--data", ("X", "T"))
+        data = read_npz(args.data, "--data", ("X", "T", "mask"), optional=("mask",))
         X = numbers(args.data, "X", data["X"], (None, N_INPUTS))
         if data["T"].dtype.kind in "iu":
             try:
@@ -687,6 +720,11 @@ def _main(argv=None):
             refuse(args.data, "T", f"has {len(T)} rows but X has {len(X)}")
         if not len(X):
             refuse(args.data, "X", "has no rows")
+        padding = None
+        if "mask" in data:  # optional: 0/1 (N, steps), padded steps add no loss
+            padding = numbers(args.data, "mask", data["mask"], (len(X), TARGET_SHAPE[0]))
+            if not np.isin(padding, (0, 1)).all():
+                refuse(args.data, "mask", "must hold only 0 and 1")
         if args.params:
             saved = read_npz(args.params, "--params", tuple(PARAM_SHAPES))
             params = {name: numbers(args.params, name, saved[name], shape)
@@ -698,7 +736,7 @@ def _main(argv=None):
                 history = train(params, X, T, mode=args.mode, epochs=args.epochs,
                                 learning_rate=args.learning_rate, momentum=args.momentum,
                                 batch_size=args.batch_size, seed=args.seed,
-                                optimizer=args.optimizer)
+                                optimizer=args.optimizer, mask=padding)
             except FloatingPointError as error:
                 refuse(args.data, "loss", str(error).removeprefix("loss "))
         for name, value in params.items():
