@@ -38,7 +38,7 @@ from .ops import attention_rows, normalisation
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
-from .symbolic import LogSumExp, Total
+from .symbolic import LogSumExp, MaskedTotal, Total
 
 DTYPES = ("float64", "float32")
 
@@ -210,16 +210,13 @@ _SEED_RULES = ("loss_derivative", "fused", "fused_softmax", "hinge_derivative")
 def _masked_code(printer: ArrayCodePrinter, expr: sp.Basic, params) -> str:
     """The loss with every per-row term weighted by ``mask_rows`` (N*T, 1), for a padding mask.
 
-    Applied outside the derivation: each sum over the output rows, ``Total(l)``, is printed
-    as ``np.sum(mask_rows * (l))``; the weight-decay sums (over parameters only) are not.
+    Applied outside the derivation: each sum over the output rows, ``Total(l)``, becomes
+    ``MaskedTotal(l)`` (printed ``np.sum(mask_rows*(l))``); the weight-decay sums (over
+    parameters only) stay as they are.
     """
-    rows = [total for total in expr.atoms(Total)
-            if not {s.name for s in total.free_symbols} <= set(params)]
-    holders = {total: sp.Symbol(f"MASKED_TOTAL_{i}") for i, total in enumerate(rows)}
-    text = printer.doprint(expr.xreplace(holders))
-    for total, holder in holders.items():
-        text = text.replace(holder.name, f"np.sum(mask_rows*({printer.doprint(total.args[0])}))")
-    return text
+    rows = {total: MaskedTotal(total.args[0]) for total in expr.atoms(Total)
+            if not {s.name for s in total.free_symbols} <= set(params)}
+    return printer.doprint(expr.xreplace(rows))
 
 
 def _needed(steps: list[Step], wanted: set[str]) -> list[Step]:

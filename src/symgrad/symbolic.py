@@ -106,6 +106,15 @@ class Total(sp.Function):
     nargs = 1
 
 
+class MaskedTotal(sp.Function):
+    """The sum of every row of an array weighted by the padding mask ``mask_rows`` (code only)."""
+
+    nargs = 1
+
+    def _numpycode(self, printer) -> str:
+        return f"np.sum(mask_rows*({printer._print(self.args[0])}))"
+
+
 class OnesLike(sp.Function):
     """An array of ones shaped like its argument: a constant derivative as a whole array."""
 
