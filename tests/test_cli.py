@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -136,6 +137,65 @@ def test_check_finds_a_wrong_bias_gradient(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^b1 .*FAIL", out, flags=re.M)
     assert not re.search(r"^W1 .*FAIL", out, flags=re.M)
+
+
+# --------------------------------------------------------------------------- float32 modules
+
+
+def _xor32(tmp_path, old=None, new=None):
+    """The XOR network generated in float32, optionally with one line of its backward tampered."""
+    out = tmp_path / "xor32.py"
+    assert main(["generate", XOR, "--dtype", "float32", "-o", str(out)]) == 0
+    if old is not None:
+        source = out.read_text()
+        assert old in source
+        out.write_text(source.replace(old, new))
+    return str(out)
+
+
+def test_a_float32_module_is_checked_in_float32(tmp_path, capsys):
+    module = _xor32(tmp_path)
+    capsys.readouterr()
+    assert main(["check", module, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["eval_dtype"] == "float32" and report["grad_dtype"] == "float32"
+    assert report["eps"] > 1e-3  # the float32 step, not float64's 6e-6
+    assert any("module DTYPE float32; checked in float32" in n for n in report["notes"])
+    assert main(["check", module]) == 0
+    assert "evaluated in float32, gradient float32" in capsys.readouterr().out
+
+
+def test_eval_dtype_float64_forces_the_old_check(tmp_path, capsys):
+    module = _xor32(tmp_path)
+    capsys.readouterr()
+    assert main(["check", module, "--eval-dtype", "float64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["eval_dtype"] == "float64" and report["grad_dtype"] == "float64"
+    assert report["eps"] < 1e-4
+    assert any("checked in float64 (--eval-dtype)" in n for n in report["notes"])
+
+
+def test_a_float64_module_is_still_checked_in_float64(capsys):
+    assert main(["check", str(ROOT / "generated" / "xor.py"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_dtype"] == "float64"
+
+
+@pytest.mark.parametrize("eval_dtype", [[], ["--eval-dtype", "float64"]], ids=["own", "f64"])
+@pytest.mark.parametrize("old,new,wrong", [
+    ("    dL_dW2 = delta2.T @ a1\n", "    dL_dW2 = -(delta2.T @ a1)\n", "W2"),
+    ("    dL_dW1 = delta1.T @ X\n",
+     "    dL_dW1 = delta1.T @ X\n    dL_dW1.flat[np.argmax(np.abs(dL_dW1))] *= 2\n", "W1"),
+], ids=["sign_flip", "one_entry_x2"])
+def test_a_planted_bug_fails_the_float32_check(tmp_path, capsys, eval_dtype, old, new, wrong):
+    # float32 differences resolve about 1e-3 * abs(L) per entry: double the largest entry
+    module = _xor32(tmp_path, old, new)
+    capsys.readouterr()
+    for seed in ("0", "1", "2"):
+        assert main(["check", module, "--seed", seed, *eval_dtype]) == 1
+        out = capsys.readouterr().out
+        failing = [row.split()[0] for row in out.splitlines() if " FAIL " in row]
+        assert failing == [wrong], out
+        assert "evaluated in " + ("float64" if eval_dtype else "float32") in out
 
 
 # --------------------------------------------------------------------------- exit code 2

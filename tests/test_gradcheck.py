@@ -529,3 +529,57 @@ def test_directions_replace_one_that_crosses_a_kink():
     statuses = [d["status"] for d in rep["w"].directions]
     assert "kink" in statuses and set(statuses) <= {"ok", "kink"}
     assert "crossed a kink, not counted" in str(rep)
+
+
+# --------------------------------------------------------------------------- eval_dtype
+
+
+def _f32_problem():
+    rng = np.random.default_rng(7)
+    W = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+    X = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
+
+    def loss(p):  # float32 throughout, as a float32 generated module computes
+        return np.sum(np.tanh(X @ p["W"].T) ** 2, dtype=p["W"].dtype)
+
+    def grad(p):
+        y = np.tanh(X @ p["W"].T)
+        return {"W": ((2 * y * (1 - y**2)).T @ X).astype(p["W"].dtype)}
+
+    return W, loss, grad
+
+
+def test_eval_dtype_float32_checks_in_float32():
+    W, loss, grad = _f32_problem()
+    rep = check_gradient(loss, grad, {"W": W}, eval_dtype="float32")
+    assert rep.passed and rep.eval_dtype == "float32" and rep.grad_dtype == "float32"
+    assert rep.eps == pytest.approx(DEFAULTS[("central", "float32")][0])
+    auto = check_gradient(loss, grad, {"W": W})  # loss runs on float64 copies
+    assert auto.passed and auto.eval_dtype == "float64"
+    forced = check_gradient(loss, grad, {"W": W}, eval_dtype="float64")
+    assert forced.passed and forced.eval_dtype == "float64"
+
+
+@pytest.mark.parametrize("plant", ["largest_x2", "sign_flip"])
+def test_eval_dtype_float32_still_finds_a_planted_bug(plant):
+    W, loss, grad = _f32_problem()
+
+    def wrong(p):
+        g = grad(p)["W"]
+        if plant == "sign_flip":
+            return {"W": -g}
+        g.flat[np.argmax(np.abs(g))] *= 2
+        return {"W": g}
+
+    rep = check_gradient(loss, wrong, {"W": W}, eval_dtype="float32")
+    assert not rep.passed and rep.eval_dtype == "float32"
+    if plant == "largest_x2":
+        assert rep["W"].n_wrong == 1
+    else:  # entries far below the float32 resolution may pass even flipped
+        assert rep["W"].n_wrong >= W.size // 2
+
+
+def test_eval_dtype_is_validated():
+    W, loss, grad = _f32_problem()
+    with pytest.raises(ValueError, match="eval_dtype"):
+        check_gradient(loss, grad, {"W": W}, eval_dtype="float16")

@@ -325,11 +325,14 @@ def _report(module, args, *, label: str = "generated module") -> int:
     """Check ``module``'s gradient as the options say; print the report; the exit code."""
     import json
 
-    from .check import random_problem
+    from .check import module_dtype, random_problem
     from .gradcheck import check_gradient
 
     batch, seed = getattr(args, "batch", 5), getattr(args, "seed", 0)
-    params, X, T = random_problem(module, batch=batch, seed=seed)
+    # check: the module's own DTYPE unless --eval-dtype; generate --check: float64 as before
+    own = module_dtype(module)
+    eval_dtype = getattr(args, "eval_dtype", "float64") or own
+    params, X, T = random_problem(module, batch=batch, seed=seed, dtype=eval_dtype)
     if not params:
         raise UsageError(f"{label}: no parameters (PARAM_SHAPES is empty): nothing to check")
     if not all(getattr(x, "size", 0) for x in (X, T)):
@@ -339,9 +342,15 @@ def _report(module, args, *, label: str = "generated module") -> int:
         report = check_gradient(module.loss,
                                 lambda p, x, t: module.loss_and_grad(p, x, t)[1],
                                 params, X, T, entries=args.entries,
-                                directions=args.directions, seed=seed, progress=progress)
+                                directions=args.directions, seed=seed, progress=progress,
+                                eval_dtype=eval_dtype)
     finally:
         progress.close()
+    if hasattr(args, "eval_dtype"):
+        report.notes.append(
+            f"module DTYPE {own}; checked in {eval_dtype}"
+            + (" (--eval-dtype)" if args.eval_dtype else " (its own precision; --eval-dtype"
+               f" {'float64' if own == 'float32' else 'float32'} for the other)"))
     if not math.isfinite(report.loss):
         raise UsageError(f"{label}: the loss is {report.loss} at the random point (batch "
                          f"{batch}, seed {seed}): nothing could be checked")
@@ -403,6 +412,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     "differences: a sample of entries per parameter plus random directions.")
     check.add_argument("target", help="a spec (.toml) or a generated module (.py)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--eval-dtype", choices=["float32", "float64"], default=None,
+                       help="precision of the parameters, data and finite differences"
+                       " (default: the module's DTYPE; float64 checks a float32 module's"
+                       " formulas without float32 rounding)")
     add_check_options(check)
     check.set_defaults(run=cmd_check)
 

@@ -531,6 +531,7 @@ def check_gradient(
     directions: int = 0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    eval_dtype: str | None = None,
 ) -> GradientReport:
     """Compare ``grad_fn(params, *args)`` with a numerical derivative of ``loss_fn``.
 
@@ -546,6 +547,12 @@ def check_gradient(
     anywhere changes them, sampled or not.  ``progress(done, total)`` is
     called after every entry and direction.  Diagnoses need every entry:
     they are given for parameters checked in full.
+
+    ``eval_dtype`` (``"float32"`` or ``"float64"``) forces the precision of
+    the finite differences; ``None`` chooses as the module docstring says.
+    ``"float32"`` uses the float32 rows of the table (``eps = cbrt(u32)``,
+    rtol/atol loosened for a float32 gradient), so that a loss computed in
+    float32 throughout is checked in its own precision.
 
     A wrong entry that the sample misses is caught by the directions:
 
@@ -573,6 +580,8 @@ def check_gradient(
     for k, v in params.items():
         if not (np.issubdtype(v.dtype, np.floating)):
             raise TypeError(f"parameter {k!r} must be a floating-point array, got {v.dtype}")
+    if eval_dtype not in (None, "float32", "float64"):
+        raise ValueError(f"eval_dtype must be None, 'float32' or 'float64', got {eval_dtype!r}")
     notes: list[str] = []
     low = any(v.dtype.itemsize < 8 for v in params.values())
     grad_dtype = "float32" if low else "float64"
@@ -586,8 +595,16 @@ def check_gradient(
         notes.append(f"grad_fn returned keys that are not parameters: {extra}")
 
     # evaluation precision
-    eval_dtype: type = np.float64
-    if low:
+    ev_type: type = np.float64
+    if eval_dtype == "float32":
+        ev_type, low = np.float32, True
+        notes.append("finite differences run in float32, as requested (float32 eps and"
+                     " tolerances)")
+    elif eval_dtype == "float64":
+        if low:
+            notes.append("float32 parameters: finite differences run on float64 copies, as"
+                         " requested; tolerances loosened for a float32 analytic gradient")
+    elif low:
         up = {k: v.astype(np.float64) for k, v in params.items()}
         try:
             val = loss_fn(up, *args)
@@ -598,10 +615,10 @@ def check_gradient(
             notes.append("float32 parameters: finite differences run on float64 copies;"
                          " tolerances loosened for a float32 analytic gradient")
         else:
-            eval_dtype = np.float32
+            ev_type = np.float32
             notes.append("float32 parameters: loss_fn does not run in float64, finite"
                          " differences run in float32 (larger eps, looser tolerances)")
-    ekey = "float64" if eval_dtype is np.float64 else "float32"
+    ekey = "float64" if ev_type is np.float64 else "float32"
 
     def tolerances(m: str) -> tuple[float, float, float]:
         e0, r0, a0 = DEFAULTS[(m, ekey)]
@@ -621,14 +638,14 @@ def check_gradient(
     if isinstance(directions, bool) or int(directions) < 0:
         raise ValueError(f"directions must be at least 0, got {directions!r}")
     sampling = dict(entries=entries, directions=int(directions), seed=seed, progress=progress)
-    results, base_loss = _run(loss_fn, params, args, raw, method_used, eval_dtype, tolerances,
+    results, base_loss = _run(loss_fn, params, args, raw, method_used, ev_type, tolerances,
                               eps, rtol, atol, **sampling)
     if results is None:  # complex step disagreed with central differences at a smooth point
         method_used = "central"
         notes.append("complex step unusable: loss_fn is not complex-analytic (imaginary part"
                      " discarded or mangled, e.g. by abs/norm/conj/relu); fell back to central"
                      " differences")
-        results, base_loss = _run(loss_fn, params, args, raw, method_used, eval_dtype,
+        results, base_loss = _run(loss_fn, params, args, raw, method_used, ev_type,
                                   tolerances, eps if method != "complex" else None, rtol, atol,
                                   **sampling)
     e_used, r_used, a_used = tolerances(method_used)
