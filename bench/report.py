@@ -6,7 +6,7 @@ from bench.check import TOLERANCE
 from bench.impls import BASELINE, IMPL_NAMES
 from bench.networks import BY_NAME, NETWORKS, sweep_network
 from bench.runtime import GEMM_NAME
-from bench.timing import paired_ratio
+from bench.timing import paired_ratio, share
 
 PEERS = [n for n in IMPL_NAMES if n != BASELINE]
 
@@ -172,16 +172,24 @@ def _gemm(records) -> str:
             if n == GEMM_NAME:
                 continue
             rows.append(["", "", n, _us(tn["median"]), f"{flops / tn['median'] / 1e9:.1f}",
-                         f"{1 / paired_ratio(tn, t[GEMM_NAME]):.2f}"])
+                         _share(t[GEMM_NAME], tn)])
     if not rows:
         return ""
     return ("## GEMM efficiency (MNIST-size)\n\nThe matmuls of one forward+gradient step "
             "(`a @ W.T`, `delta.T @ a`, `delta @ W`) timed alone with `np.matmul` at the same "
             "shapes, against each implementation's whole step. GFLOP/s counts only those "
             "matmul flops; *GEMM share* = GEMM-only time / step time (1.00 = the step is "
-            "nothing but its matmuls).\n\n"
+            "nothing but its matmuls), the median over rounds of the two timed back to back; "
+            "*too noisy* when that median is above 1 or the rounds disagree (interquartile "
+            "spread over 20 % of the median).\n\n"
             + _table(["run", "dtype", "implementation", "step time", "GFLOP/s", "GEMM share"],
                      rows))
+
+
+def _share(gemm_t: dict, step_t: dict) -> str:
+    """The GEMM share of a step, or *too noisy* with the reason (never a clamped number)."""
+    value, why = share(gemm_t, step_t)
+    return f"{value:.2f}" if value is not None else f"too noisy ({why})"
 
 
 def _allcores(results) -> str:

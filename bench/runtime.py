@@ -12,6 +12,8 @@ from bench.networks import BY_NAME, NETWORKS, init_params, make_data
 from bench.timing import interleaved, paired_ratio
 
 GEMM_NAME = "np.matmul (GEMMs only)"
+#: interleaved rounds at least, where the GEMM share is measured (a median of paired ratios)
+GEMM_MIN_ROUNDS = 15
 #: forward time is measured where "gradient cost over forward cost" is reported
 FORWARD_MIN_BATCH = 64
 
@@ -48,11 +50,12 @@ def measure(net_name: str, batch: int, dtype_name: str, settings, *, gemm_too=Fa
         if kind == "forward" and batch < FORWARD_MIN_BATCH:
             continue
         fns = {n: getattr(i, kind) for n, i in good.items()}
-        flops = None
+        flops, repeats = None, settings.repeats
         if kind == "grad" and gemm_too:
             fns[GEMM_NAME], flops = gemm.gemm_workload(net, batch, dtype)
             rec["gemm_flops"] = flops
-        res = interleaved(fns, repeats=settings.repeats, target_s=settings.target_s)
+            repeats = max(repeats, GEMM_MIN_ROUNDS)
+        res = interleaved(fns, repeats=repeats, target_s=settings.target_s)
         rec["times"][kind] = {n: t.as_dict() for n, t in res.items()}
     tb = rec["times"]["grad"][BASELINE]
     base = tb["median"]

@@ -32,6 +32,41 @@ def paired_ratio(t: dict, base: dict) -> float:
     return t["median"] / base["median"]
 
 
+#: a share is a number only when its per-round ratios agree this well: (Q3 - Q1) / median
+SHARE_MAX_SPREAD = 0.2
+#: and when at least this many paired rounds were run
+SHARE_MIN_ROUNDS = 7
+
+
+def share(part: dict, whole: dict, *, max_spread: float = SHARE_MAX_SPREAD,
+          min_rounds: int = SHARE_MIN_ROUNDS) -> tuple[float | None, str]:
+    """The fraction of ``whole``'s time that ``part`` takes (the GEMM share of a step).
+
+    ``part`` and ``whole`` are Timing dicts from the same :func:`interleaved` call: the share
+    is the median over rounds of part/whole in the same round.  Returns ``(share, "")``, or
+    ``(None, reason)`` when the figure cannot be trusted: the samples are not paired, too few
+    rounds, a median share above 1 (the part cannot take longer than the whole: the machine
+    was noisy), or an interquartile spread of the per-round ratios above ``max_spread`` of
+    their median.  Nothing is clamped.
+    """
+    a, b = part.get("samples") or [], whole.get("samples") or []
+    if len(a) != len(b) or not a:
+        return None, "unpaired samples"
+    if len(a) < min_rounds:
+        return None, f"{len(a)} rounds < {min_rounds}"
+    if not all(x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y) for x, y in zip(a, b)):
+        return None, "non-positive or non-finite time"
+    ratios = [x / y for x, y in zip(a, b)]
+    mid = statistics.median(ratios)
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    spread = (q3 - q1) / mid
+    if mid > 1:
+        return None, f"share {mid:.2f} > 1"
+    if spread > max_spread:
+        return None, f"spread {spread:.0%} > {max_spread:.0%}"
+    return mid, ""
+
+
 def _block(fn, number: int) -> float:
     gc_was_enabled = gc.isenabled()
     gc.disable()
