@@ -15,6 +15,12 @@ adds nothing to the loss and sends no gradient back.  The mask is applied outsid
 printed derivation: the loss is sum over rows of mask * l(y, t), and the seed of the
 backward pass (delta2) is multiplied by the same mask, row by row; with
 reduction "mean" the loss still divides by N.
+Online state: update() continues one stream.  state["hidden"] holds the last hidden state
+of the first (Elman) layer, (1, 64), None at the start; each call starts
+from it (loss_and_grad(..., h0=state["hidden"])) and stores the new last state, so calls
+of 16 step(s) each read as one long sequence; reset_state(state) starts
+over.  The gradient is truncated BPTT of one call's length: h0 is a constant (detached),
+no gradient flows into it or into earlier calls.  train() does not carry state.
 Every line of the forward and backward pass is commented with the number of the
 equation it implements in the derivation printed by `symgrad derive examples/char_rnn.toml`.
 This file needs nothing but NumPy.
@@ -91,8 +97,8 @@ def _rnn_activate(Z, act):
         np.reciprocal(Z, out=Z)
     return Z
 
-def _rnn_forward(X, Wx, Wh, b, act):
-    """h_t = f(x_t W_xh^T + h_{t-1} W_hh^T + b), h_{-1} = 0; the tape (H,), H of shape (N, T, U)."""
+def _rnn_forward(X, Wx, Wh, b, act, h0=None):
+    """h_t = f(x_t W_xh^T + h_{t-1} W_hh^T + b), h_{-1} = h0 (None: 0); the tape (H,), H (N, T, U)."""
     Xt = X.transpose(1, 0, 2)  # time-major: each step a contiguous (N, F) block
     H = np.matmul(Xt, Wx.T)  # the input terms of every step, in one product
     if b is not None:
@@ -100,6 +106,8 @@ def _rnn_forward(X, Wx, Wh, b, act):
     for t in range(H.shape[0]):
         if t:
             H[t] += H[t - 1] @ Wh.T
+        elif h0 is not None:
+            H[0] += h0 @ Wh.T  # the state carried in (a constant: no gradient flows into it)
         _rnn_activate(H[t], act)
     return (H.transpose(1, 0, 2),)
 
@@ -113,13 +121,14 @@ def _rnn_slope(H, act):
         return H * (1 - H)
     return np.ones_like(H)
 
-def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt):
+def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt, h0=None):
     """BPTT, one reverse loop over time; returns (dL/dX, dL/dW_xh, dL/dW_hh, dL/db).
 
     delta_t = (G_t + delta_{t+1} W_hh) * f'(h_t), where the term from t+1 is dropped when
     bptt > 0 and t+1 is a multiple of bptt (the state entering each chunk of bptt steps is a
     constant); then dL/dW_xh = sum_t delta_t^T x_t, dL/dW_hh = sum_t delta_t^T h_{t-1},
-    dL/db = sum_t delta_t^T 1, dL/dx_t = delta_t W_xh.
+    dL/db = sum_t delta_t^T 1, dL/dx_t = delta_t W_xh.  h_{-1} = h0 (None: 0), the state the
+    forward pass started from: a constant, so only dL/dW_hh reads it (delta_0^T h0).
     """
     H = tape[0].transpose(1, 0, 2)  # (T, N, U), time-major
     Gt = G.transpose(1, 0, 2)
@@ -133,6 +142,8 @@ def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt):
     rows = D.reshape(steps * n, units)
     dWx = rows.T @ X.transpose(1, 0, 2).reshape(steps * n, X.shape[2])
     dWh = D[1:].reshape(-1, units).T @ H[:-1].reshape(-1, units)  # h_{-1} = 0 adds nothing
+    if h0 is not None:
+        dWh += D[0].T @ h0  # the first step's h_{-1} = h0
     db = None if b is None else rows.sum(axis=0)
     dX = np.matmul(D, Wx).transpose(1, 0, 2)
     return dX, dWx, dWh, db
@@ -231,18 +242,23 @@ def loss(params, X, T, *, mask=None):
     return float(-np.vdot(T, z2 - _logsumexp(z2))/n)
 
 
-def loss_and_grad(params, X, T, *, mask=None):
-    """The loss and its gradient with respect to every parameter, keyed like params."""
+def loss_and_grad(params, X, T, *, mask=None, h0=None):
+    """The loss and its gradient with respect to every parameter, keyed like params.
+
+    h0: None (zeros), or the first layer's initial hidden state, (64,) or
+    (N, 64); a constant: no gradient flows into it (truncated BPTT).
+    """
     Wx1, Wh1, b1, W2, b2 = (params["Wx1"], params["Wh1"], params["b1"], params["W2"], params["b2"])
     X = np.asarray(X, dtype=params["Wx1"].real.dtype)  # the parameters' dtype
     T = _targets(T, params["Wx1"].real.dtype)
     X = X.reshape(len(X), *INPUT_SHAPE)  # rows as (steps, features) sequences
     T = T.reshape(-1, TARGET_SHAPE[1])  # the targets of every step as rows, like the output
     mask_rows = _mask_rows(mask, len(X), T.dtype)  # None, or the padding mask as (N*T, 1)
+    h0 = _initial_hidden(h0, len(X), X.dtype)  # None, or (N, units)
     n = X.shape[0]
     # Forward pass; the values the backward pass reads are kept.
     # (1) layer 1: h_t = f(x_t W_xh^T + h_(t-1) W_hh^T + b) for t = 1..T
-    tape1 = _rnn_forward(X, Wx1, Wh1, b1, 0)
+    tape1 = _rnn_forward(X, Wx1, Wh1, b1, 0, h0=h0)
     # (2) layer 1: the hidden states h_1..h_T (entry 0 of the tape)
     a1 = tape1[0]
     # (3) layer 2 reads every time step as a row: (N, T, U) -> (N*T, U)
@@ -274,7 +290,7 @@ def loss_and_grad(params, X, T, *, mask=None):
     # (11) dL/da1: gradient rows back to (N, T, U)
     dL_da1 = dL_drows2_a1.reshape(len(X), -1, dL_drows2_a1.shape[-1])
     # (12) BPTT for layer 1: delta_t = (dL/dh_t + delta_(t+1) W_hh) * f'(h_t), t = T..1
-    bptt1 = _rnn_backward(dL_da1, X, tape1, Wx1, Wh1, b1, 0, 0)
+    bptt1 = _rnn_backward(dL_da1, X, tape1, Wx1, Wh1, b1, 0, 0, h0=h0)
     del a1, dL_da1, dL_drows2_a1, rows2_a1, tape1
     # (13) dL/dW_xh1 = sum over t of delta_t^T x_t (entry 1 of the BPTT tuple)
     dL_dWx1 = bptt1[1]
@@ -298,7 +314,29 @@ def init_state(params):
         "m": {name: np.zeros_like(value) for name, value in params.items()},
         "v": {name: np.zeros_like(value) for name, value in params.items()},
         "step": 0,
+        "hidden": None,  # the stream's last hidden state (update()); None: start from zeros
     }
+
+
+def reset_state(state):
+    """Start the stream over: the next update() begins from a zero hidden state."""
+    state["hidden"] = None
+
+
+def _initial_hidden(h0, n, dtype):
+    """h0 as (n, 64) of dtype, or None; ValueError naming the fault."""
+    if h0 is None:
+        return None
+    h0 = np.asarray(h0, dtype=dtype)
+    if h0.shape not in ((64,), (n, 64)):
+        raise ValueError(f"h0: expected shape (64,) or ({n}, 64), got {h0.shape}")
+    return np.broadcast_to(h0, (n, 64))
+
+
+def _last_hidden(params, X, h0):
+    """The first layer's hidden state after the last step of X (N, 16, 25), started from h0."""
+    (H,) = _rnn_forward(X, params["Wx1"], params["Wh1"], params["b1"], 0, h0=h0)
+    return H[:, -1].copy()
 
 
 def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimizer="sgd",
@@ -336,12 +374,19 @@ def apply_gradient(params, state, grads, *, learning_rate, momentum=0.0, optimiz
 def update(params, state, x, t, *, learning_rate=TRAINING["learning_rate"],
            momentum=TRAINING["momentum"], optimizer=TRAINING["optimizer"],
            shrink=TRAINING["shrink"]):
-    """Online learning: one update from one example (x, t) as it arrives; returns its loss."""
+    """Online learning on one stream: one update from the next 16 step(s) (x, t); returns their loss.
+
+    Starts from state["hidden"] (None: zeros) and stores the last hidden state there (computed
+    with the parameters before this update); the gradient stops at that state (truncated BPTT).
+    """
     X = np.asarray(x, dtype=params["Wx1"].dtype).reshape(1, -1)
     T = _targets(np.asarray(t)[None], X.dtype).reshape(1, -1)
-    value, grads = loss_and_grad(params, X, T)
+    h0 = _initial_hidden(state.get("hidden"), 1, X.dtype)
+    value, grads = loss_and_grad(params, X, T, h0=h0)
+    hidden = _last_hidden(params, X.reshape(1, *INPUT_SHAPE), h0)
     apply_gradient(params, state, grads, learning_rate=learning_rate, momentum=momentum,
                    optimizer=optimizer, shrink=shrink)
+    state["hidden"] = hidden
     return value
 
 

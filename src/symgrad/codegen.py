@@ -34,7 +34,7 @@ from . import __version__, naming, ops
 from .derive import Derivation, Step, derive
 from .fileio import write_atomically
 from .inplace import plan, reads
-from .ops import attention_rows, normalisation
+from .ops import attention_rows, normalisation, recurrent
 from .printing import ArrayCodePrinter, code_names
 from .resources import environment
 from .spec import NetworkSpec
@@ -256,9 +256,13 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
     backward_steps = [step for step in computed if step not in hoisted]
     comments["loss"] = _comment(reused) + "".join(
         f", reusing {step.target} from ({step.number})" for step in hoisted)
+    # A first Elman layer starts loss_and_grad() from the state h0 (None: zeros), for update().
+    stateful = bool(spec.layers) and spec.layers[0].kind == "rnn" and _sequence(spec) is not None
+    printer.initial_state = stateful  # its two kernels are printed with h0=h0
     gradient_lines = _lines(printer, shared_forward + hoisted + [reused] + backward_steps,
                             live_out=set(derivation.gradients.values()) | norm["live"],
                             comments=comments, free=True)
+    printer.initial_state = False
     split = len(shared_forward) + len(hoisted)
     forward_for_grad, loss_line = gradient_lines[:split], gradient_lines[split]
     backward = gradient_lines[split + 1:]
@@ -320,10 +324,19 @@ def generate_module_source(spec: NetworkSpec | Derivation, *, dtype: str = "floa
         training=spec.training, weight_decay=spec.loss.weight_decay,
         init_range=spec.init.range, classes=output.activation.vector or spec.loss.coupled,
         norm=norm, mask=mask,
-        sequence=sequence,
+        sequence=sequence, stateful=_stateful(spec, graph) if stateful else None,
     )
     ast.parse(source)  # a template or printer fault fails here, not on import
     return source
+
+
+def _stateful(spec: NetworkSpec, graph) -> dict:
+    """The first Elman layer's kernel arguments, for the module's ``_last_hidden``."""
+    layer = spec.layers[0]
+    return {"Wx": naming.input_weight(1), "Wh": naming.recurrent_weight(1),
+            "b": naming.bias(1) if layer.bias else None,
+            "act": recurrent.ACTIVATIONS[layer.activation.kind],
+            "units": graph.params[naming.input_weight(1)][0]}
 
 
 def _groups(spec: NetworkSpec) -> list[dict]:

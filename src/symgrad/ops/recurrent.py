@@ -39,6 +39,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
+from .. import naming
 from . import recurrent_kernels
 from .arrays import ArrayOp as BaseArrayOp
 from .arrays import lookup as _lookup
@@ -87,6 +88,14 @@ def _transposed(printer, arg) -> str:
     """``W^\top``, braced when the symbol already has a superscript: ``{W^{(1)}}^\top``."""
     text = printer._print(arg)
     return f"{{{text}}}^{{\\top}}" if "^" in text else f"{text}^{{\\top}}"
+
+
+def _initial_state(printer, X) -> list[str]:
+    """``["h0=h0"]`` when the printer carries a state in (``printer.initial_state``) and the
+    layer reads the network's input X (the first layer); otherwise no extra argument."""
+    if getattr(printer, "initial_state", False) and getattr(X, "name", None) == naming.INPUT:
+        return ["h0=h0"]
+    return []
 
 
 def _step(printer, arg, t: str) -> str:
@@ -144,7 +153,8 @@ class RnnForward(ArrayOp):
         X, Wx, Wh, b = self.args[:4]
         arrays = [printer._print(a) for a in (X, Wx, Wh)]
         arrays.append("None" if b == 0 else printer._print(b))
-        return self._call(printer, str(self.hyper[0]), arrays=arrays)
+        return self._call(printer, str(self.hyper[0]), *_initial_state(printer, X),
+                          arrays=arrays)
 
     def _latex(self, printer, exp=None):
         X, Wx, Wh, b = self.args[:4]
@@ -245,7 +255,8 @@ class RnnBackward(ArrayOp):
         arrays = [printer._print(a) for a in self.args[:5]]
         arrays.append("None" if b == 0 else printer._print(b))
         act, bptt = self.hyper
-        return self._call(printer, str(act), str(bptt), arrays=arrays)
+        return self._call(printer, str(act), str(bptt), *_initial_state(printer, self.args[1]),
+                          arrays=arrays)
 
     def _latex(self, printer, exp=None):
         G, X, tape, Wx, Wh, b = self.args[:6]

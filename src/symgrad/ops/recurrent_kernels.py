@@ -55,8 +55,8 @@ def _rnn_slope(H, act):
     return np.ones_like(H)
 
 
-def _rnn_forward(X, Wx, Wh, b, act):
-    """h_t = f(x_t W_xh^T + h_{t-1} W_hh^T + b), h_{-1} = 0; the tape (H,), H of shape (N, T, U)."""
+def _rnn_forward(X, Wx, Wh, b, act, h0=None):
+    """h_t = f(x_t W_xh^T + h_{t-1} W_hh^T + b), h_{-1} = h0 (None: 0); the tape (H,), H (N, T, U)."""
     Xt = X.transpose(1, 0, 2)  # time-major: each step a contiguous (N, F) block
     H = np.matmul(Xt, Wx.T)  # the input terms of every step, in one product
     if b is not None:
@@ -64,17 +64,20 @@ def _rnn_forward(X, Wx, Wh, b, act):
     for t in range(H.shape[0]):
         if t:
             H[t] += H[t - 1] @ Wh.T
+        elif h0 is not None:
+            H[0] += h0 @ Wh.T  # the state carried in (a constant: no gradient flows into it)
         _rnn_activate(H[t], act)
     return (H.transpose(1, 0, 2),)
 
 
-def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt):
+def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt, h0=None):
     """BPTT, one reverse loop over time; returns (dL/dX, dL/dW_xh, dL/dW_hh, dL/db).
 
     delta_t = (G_t + delta_{t+1} W_hh) * f'(h_t), where the term from t+1 is dropped when
     bptt > 0 and t+1 is a multiple of bptt (the state entering each chunk of bptt steps is a
     constant); then dL/dW_xh = sum_t delta_t^T x_t, dL/dW_hh = sum_t delta_t^T h_{t-1},
-    dL/db = sum_t delta_t^T 1, dL/dx_t = delta_t W_xh.
+    dL/db = sum_t delta_t^T 1, dL/dx_t = delta_t W_xh.  h_{-1} = h0 (None: 0), the state the
+    forward pass started from: a constant, so only dL/dW_hh reads it (delta_0^T h0).
     """
     H = tape[0].transpose(1, 0, 2)  # (T, N, U), time-major
     Gt = G.transpose(1, 0, 2)
@@ -88,6 +91,8 @@ def _rnn_backward(G, X, tape, Wx, Wh, b, act, bptt):
     rows = D.reshape(steps * n, units)
     dWx = rows.T @ X.transpose(1, 0, 2).reshape(steps * n, X.shape[2])
     dWh = D[1:].reshape(-1, units).T @ H[:-1].reshape(-1, units)  # h_{-1} = 0 adds nothing
+    if h0 is not None:
+        dWh += D[0].T @ h0  # the first step's h_{-1} = h0
     db = None if b is None else rows.sum(axis=0)
     dX = np.matmul(D, Wx).transpose(1, 0, 2)
     return dX, dWx, dWh, db
